@@ -1,0 +1,3 @@
+from facediff.cli import main
+
+raise SystemExit(main())

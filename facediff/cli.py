@@ -1,0 +1,222 @@
+"""The ``facediff`` command: parse, call the library, print, exit.
+
+Exit codes: 0 success, 2 bad input (one line on stderr, no traceback), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from facediff import __version__
+from facediff.errors import FacediffError
+
+log = logging.getLogger("facediff")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, exit 2
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+class _Formatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        msg = super().format(record)
+        return msg if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {msg}"
+
+
+def _setup_logging(quiet: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter("%(message)s"))
+    root = logging.getLogger("facediff")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING if quiet else logging.INFO)
+    root.propagate = False
+
+
+def _positive(kind: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{kind} must be an integer, got {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{kind} must be at least 1, got {value}")
+        return value
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="facediff", description="Train, sample and inspect face diffusion models.")
+    p.add_argument("--version", action="version", version=f"facediff {__version__}")
+    p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train a model (or resume the run in --out)")
+    t.add_argument("--data", help="image folder (recursive; jpg/png/webp/bmp)")
+    t.add_argument("--out", required=True, help="run dir; an existing run is resumed")
+    src = t.add_mutually_exclusive_group()
+    src.add_argument("--preset", help="preset name (see `facediff config --list`)")
+    src.add_argument("--config", help="YAML config file")
+    t.add_argument("--set", dest="overrides", action="append", default=[],
+                   metavar="KEY=VALUE", help="override a config value, e.g. train.lr=2e-4")
+    t.add_argument("--max-steps", type=_positive("--max-steps"),
+                   help="shortcut for --set train.max_steps=N")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    s = sub.add_parser("sample", help="generate images from a trained model")
+    s.add_argument("model", help="exported model dir or run dir")
+    s.add_argument("--n", type=_positive("--n"), default=16, help="number of images")
+    s.add_argument("--out", default="samples", help="output folder (default: samples)")
+    s.add_argument("--sampler", help="ddpm, ddim, dpmpp, unipc, euler or heun")
+    s.add_argument("--steps", type=_positive("--steps"), help="sampling steps")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--batch-size", type=_positive("--batch-size"), default=16)
+    s.add_argument("--eta", type=float, help="DDIM eta (0 deterministic, 1 ancestral)")
+    s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    s.add_argument("--no-grid", action="store_true", help="do not write grid.png")
+    s.add_argument("--no-progress", action="store_true")
+
+    c = sub.add_parser("config", help="print a resolved config as YAML, or list presets")
+    c.add_argument("--list", action="store_true", help="list the presets")
+    src = c.add_mutually_exclusive_group()
+    src.add_argument("--preset")
+    src.add_argument("--config")
+    c.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+    e = sub.add_parser("export", help="export a run's EMA weights as a model dir")
+    e.add_argument("run", help="run dir")
+    e.add_argument("--out", required=True, help="output model dir")
+    e.add_argument("--half", action="store_true", help="store weights in float16")
+
+    d = sub.add_parser("data", help="dataset tools")
+    dsub = d.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    syn = dsub.add_parser("synth", help="draw a folder of cartoon faces (no download needed)")
+    syn.add_argument("--out", required=True)
+    syn.add_argument("--n", type=_positive("--n"), default=512)
+    syn.add_argument("--size", type=_positive("--size"), default=64)
+    syn.add_argument("--seed", type=int, default=0)
+    return p
+
+
+# ---- commands ---------------------------------------------------------------------------
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from facediff.config import Config, resolve_config
+    from facediff.train.trainer import train
+
+    run = Path(args.out)
+    overrides = list(args.overrides)
+    if args.max_steps:
+        overrides.append(f"train.max_steps={args.max_steps}")
+    saved = run / "config.yaml"
+    if saved.is_file():
+        base = Config.load(saved)
+        if args.preset or args.config:
+            log.warning("resuming %s with its saved config; --preset/--config ignored "
+                        "(use --set to change values)", run)
+        if args.data and args.data != base.data.path:
+            log.warning("data path changed from %s to %s", base.data.path, args.data)
+            base.data.path = args.data
+        cfg = resolve_config(base=base, overrides=overrides)
+    else:
+        if args.data:
+            overrides.insert(0, f"data.path={args.data}")
+        cfg = resolve_config(preset=args.preset if not args.config else None,
+                             config_file=args.config, overrides=overrides)
+        if not args.preset and not args.config:
+            log.info("no --preset or --config: using the defaults (see `facediff config`)")
+    if cfg.data.path:
+        cfg.data.path = str(Path(cfg.data.path))
+    result = train(cfg, run, progress=not args.no_progress)
+    msg = {
+        "finished": "finished",
+        "early_stopped": "stopped early (validation loss stopped improving)",
+        "interrupted": "interrupted; run the same command to resume",
+    }[result.reason]
+    loss = f", loss {result.last_loss:.4f}" if result.last_loss is not None else ""
+    print(f"{msg} at step {result.step}{loss}; model: {run / 'model'}")
+    return 130 if result.reason == "interrupted" else 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import torch
+
+    from facediff.api import default_device, load
+    from facediff.viz.grid import make_grid
+
+    device = default_device() if args.device == "auto" else torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise FacediffError("--device cuda requested but CUDA is not available")
+    model = load(args.model, device=device)
+    imgs = model.sample_tensor(args.n, args.steps, args.sampler, seed=args.seed,
+                               batch_size=args.batch_size, eta=args.eta,
+                               progress=not args.no_progress)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    from facediff.data.transforms import array_to_image
+
+    for i, arr in enumerate(imgs.numpy()):
+        array_to_image(arr).save(out / f"sample_{i + 1:04d}.png")
+    if not args.no_grid:
+        make_grid(imgs).save(out / "grid.png")
+    s = model.config.sample
+    print(f"wrote {args.n} images{'' if args.no_grid else ' and grid.png'} to {out} "
+          f"({args.sampler or s.sampler}, {args.steps or s.steps} steps, seed {args.seed}, "
+          f"model {model.source})")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from facediff.config import preset_names, resolve_config
+
+    if args.list:
+        print("\n".join(preset_names()))
+        return 0
+    cfg = resolve_config(preset=args.preset, config_file=args.config, overrides=args.overrides)
+    sys.stdout.write(cfg.to_yaml())
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from facediff.api import load
+
+    model = load(args.run, device="cpu")
+    out = model.save(args.out, half=args.half)
+    print(f"exported {model.source} to {out}")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    if args.data_command == "synth":
+        from facediff.data.synthetic import make_faces
+
+        make_faces(args.out, args.n, args.size, args.seed)
+        print(f"wrote {args.n} synthetic faces ({args.size}x{args.size}) to {args.out}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "config": cmd_config,
+            "export": cmd_export, "data": cmd_data}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.quiet)
+    try:
+        return COMMANDS[args.command](args)
+    except FacediffError as e:
+        print(f"facediff: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("facediff: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,324 @@
+"""Typed configuration: data, model, diffusion, training and sampling sections.
+
+A config is plain data. It is saved as YAML with every run, checkpoint and exported model, and
+it round-trips exactly: ``Config.from_dict(cfg.to_dict()) == cfg``. Presets are YAML files in
+``facediff/presets``; ``--set section.key=value`` overrides one field, and a key that does not
+exist is an error that lists the valid ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from facediff.errors import ConfigError
+
+Prediction = Literal["eps", "v", "x0"]
+BetaSchedule = Literal["linear", "cosine", "scaled_linear", "sigmoid"]
+LossWeighting = Literal["none", "min_snr"]
+MixedPrecision = Literal["auto", "no", "bf16", "fp16"]
+LRSchedule = Literal["cosine", "constant", "linear"]
+
+
+@dataclass
+class DataConfig:
+    path: str | None = None
+    source: Literal["folder"] = "folder"
+    image_size: int = 64
+    channels: int = 3
+    center_crop: bool = True
+    hflip: bool = True
+    # fraction of images held out for the validation loss (early stopping); 0 = none
+    val_fraction: float = 0.0
+
+
+@dataclass
+class ModelConfig:
+    block_out_channels: list[int] = field(default_factory=lambda: [64, 128, 256, 256])
+    layers_per_block: int = 2
+    # indices of the resolution levels (0 = full resolution) whose blocks have self-attention
+    attention_levels: list[int] = field(default_factory=lambda: [2, 3])
+    attention_head_dim: int = 32
+    mid_attention: bool = True
+    dropout: float = 0.0
+    norm_num_groups: int = 32
+    resnet_time_scale_shift: Literal["default", "scale_shift"] = "scale_shift"
+
+
+@dataclass
+class DiffusionConfig:
+    num_train_timesteps: int = 1000
+    beta_schedule: BetaSchedule = "cosine"
+    beta_start: float = 0.0001
+    beta_end: float = 0.02
+    rescale_zero_snr: bool = False
+    prediction: Prediction = "v"
+    loss_weighting: LossWeighting = "min_snr"
+    snr_gamma: float = 5.0
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 64  # global batch per optimizer step, split over processes
+    grad_accum: int = 1
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    warmup_steps: int = 500
+    lr_schedule: LRSchedule = "cosine"
+    max_steps: int = 50_000
+    grad_clip: float = 1.0
+    mixed_precision: MixedPrecision = "auto"
+    # EMA length in images seen (EDM): decay per step = 0.5 ** (batch / half-life); during
+    # ramp-up the half-life is at most ema_rampup * images seen, so short runs are not noise.
+    ema_halflife_images: int = 50_000
+    ema_rampup: float = 0.05
+    seed: int = 0
+    log_every: int = 50
+    sample_every: int = 1000
+    sample_n: int = 16
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    val_every: int = 500
+    early_stop_patience: int = 0  # validations without improvement before stopping; 0 = off
+
+
+@dataclass
+class SampleConfig:
+    sampler: str = "dpmpp"
+    steps: int = 25
+    eta: float = 0.0  # DDIM only: 0 deterministic, 1 ancestral
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    preset: str | None = None
+
+    # ---- conversion -------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Config:
+        return _build(cls, data, "")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_yaml(cls, text: str) -> Config:
+        data = yaml.safe_load(text) or {}
+        if not isinstance(data, dict):
+            raise ConfigError("config file must be a mapping of sections")
+        return cls.from_dict(data)
+
+    def save(self, path: str | Path) -> None:
+        from facediff.train.checkpoint import atomic_write_text
+
+        atomic_write_text(Path(path), self.to_yaml())
+
+    @classmethod
+    def load(cls, path: str | Path) -> Config:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            return cls.from_yaml(p.read_text())
+        except yaml.YAMLError as e:
+            raise ConfigError(f"cannot parse {p}: {str(e).splitlines()[0]}") from e
+
+    # ---- overrides --------------------------------------------------------------------
+    def override(self, assignment: str) -> None:
+        """Apply one ``section.key=value`` assignment; the value is parsed as YAML."""
+        if "=" not in assignment:
+            raise ConfigError(f"override {assignment!r} must look like section.key=value")
+        key, raw = assignment.split("=", 1)
+        parts = key.strip().split(".")
+        target: Any = self
+        for i, name in enumerate(parts):
+            valid = [f.name for f in dataclasses.fields(target)]
+            if name not in valid:
+                where = ".".join(parts[:i]) or "top level"
+                raise ConfigError(
+                    f"unknown config key {key!r} ({name!r} is not in {where}; "
+                    f"valid: {', '.join(valid)})"
+                )
+            if i < len(parts) - 1:
+                target = getattr(target, name)
+                if not dataclasses.is_dataclass(target):
+                    raise ConfigError(f"unknown config key {key!r}: {name} is not a section")
+        name = parts[-1]
+        hint = get_type_hints(type(target))[name]
+        if dataclasses.is_dataclass(hint):
+            raise ConfigError(f"{key} is a section; set one of its keys, e.g. {key}.<key>=...")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"cannot parse value of {key}: {raw!r}") from e
+        setattr(target, name, _coerce(value, hint, key))
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'} must be a mapping, got {type(data).__name__}")
+    hints = get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        where = prefix.rstrip(".") or "top level"
+        raise ConfigError(
+            f"unknown config key {prefix}{unknown[0]} in {where}; valid: {', '.join(names)}"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value or {}, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(value, hint, prefix + name)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check ``value`` against a type hint, converting int->float and tuple->list."""
+    origin = get_origin(hint)
+    if origin in (Union, types.UnionType):
+        args = get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"invalid value for {key}: {value!r}")
+    if origin is Literal:
+        choices = get_args(hint)
+        if value not in choices:
+            raise ConfigError(
+                f"invalid value for {key}: {value!r} (choose from {', '.join(map(str, choices))})"
+            )
+        return value
+    if origin in (list, tuple):
+        (item,) = get_args(hint)[:1] or (Any,)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"invalid value for {key}: {value!r} (expected a list)")
+        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if hint is Any:
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"invalid value for {key}: {value!r} (expected {_type_name(hint)})")
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", str(hint))
+
+
+# ---- presets ---------------------------------------------------------------------------
+
+def preset_names() -> list[str]:
+    return sorted(
+        p.name[: -len(".yaml")]
+        for p in resources.files("facediff.presets").iterdir()
+        if p.name.endswith(".yaml")
+    )
+
+
+def load_preset(name: str) -> Config:
+    names = preset_names()
+    if name not in names:
+        raise ConfigError(f"unknown preset {name!r}; available: {', '.join(names)}")
+    text = (resources.files("facediff.presets") / f"{name}.yaml").read_text()
+    cfg = Config.from_yaml(text)
+    cfg.preset = name
+    return cfg
+
+
+def resolve_config(
+    preset: str | None = None,
+    config_file: str | Path | None = None,
+    overrides: typing.Sequence[str] = (),
+    base: Config | None = None,
+) -> Config:
+    """Build a config: base (or preset, or config file, or defaults), then overrides."""
+    if base is not None:
+        cfg = Config.from_dict(base.to_dict())
+        cfg.preset = base.preset
+    elif config_file is not None:
+        cfg = Config.load(config_file)
+    elif preset is not None:
+        cfg = load_preset(preset)
+    else:
+        cfg = Config()
+    for assignment in overrides:
+        cfg.override(assignment)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Checks that a dataclass field type cannot express."""
+    m, d, t = cfg.model, cfg.data, cfg.train
+    if d.image_size < 8:
+        raise ConfigError(f"data.image_size must be at least 8, got {d.image_size}")
+    if d.channels not in (1, 3):
+        raise ConfigError(f"data.channels must be 1 or 3, got {d.channels}")
+    if not m.block_out_channels:
+        raise ConfigError("model.block_out_channels must list at least one level")
+    factor = 2 ** (len(m.block_out_channels) - 1)
+    if d.image_size % factor:
+        raise ConfigError(
+            f"data.image_size {d.image_size} must be divisible by {factor} "
+            f"for {len(m.block_out_channels)} resolution levels"
+        )
+    for c in m.block_out_channels:
+        if c % m.norm_num_groups:
+            raise ConfigError(
+                f"model.block_out_channels {c} is not divisible by "
+                f"model.norm_num_groups {m.norm_num_groups}"
+            )
+    bad = [i for i in m.attention_levels if not 0 <= i < len(m.block_out_channels)]
+    if bad:
+        raise ConfigError(
+            f"model.attention_levels {bad} out of range 0..{len(m.block_out_channels) - 1}"
+        )
+    if not 0.0 <= d.val_fraction < 1.0:
+        raise ConfigError(f"data.val_fraction must be in [0, 1), got {d.val_fraction}")
+    for name in ("batch_size", "grad_accum", "max_steps", "log_every", "sample_every",
+                 "checkpoint_every", "keep_checkpoints", "val_every"):
+        if getattr(t, name) < 1:
+            raise ConfigError(f"train.{name} must be at least 1, got {getattr(t, name)}")
+    if t.lr <= 0:
+        raise ConfigError(f"train.lr must be positive, got {t.lr}")
+    if len(t.adam_betas) != 2:
+        raise ConfigError("train.adam_betas must have two values")
+    if cfg.diffusion.num_train_timesteps < 2:
+        raise ConfigError("diffusion.num_train_timesteps must be at least 2")
+    if cfg.sample.steps < 1:
+        raise ConfigError(f"sample.steps must be at least 1, got {cfg.sample.steps}")

@@ -1,0 +1,1 @@
+"""Diffusion maths: the training objective and the samplers."""

@@ -1,0 +1,169 @@
+"""Samplers and the one sampling loop every command uses.
+
+Samplers are diffusers schedulers configured from the model's training schedule, all with
+"trailing" timestep spacing so the first step is t = T-1 (the pure-noise end that was trained)
+whatever the step count. Randomness comes from one generator per image, seeded with
+``seed + index``: the same seed gives the same images at any batch size.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerDiscreteScheduler,
+    HeunDiscreteScheduler,
+    UniPCMultistepScheduler,
+)
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+
+from facediff.config import DiffusionConfig
+from facediff.diffusion.objectives import schedule_kwargs
+from facediff.errors import FacediffError
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    cls: type
+    kwargs: dict[str, Any]
+    description: str
+
+
+SAMPLERS: dict[str, SamplerSpec] = {
+    "ddpm": SamplerSpec(DDPMScheduler, {"clip_sample": True}, "DDPM ancestral (Ho et al.)"),
+    "ddim": SamplerSpec(DDIMScheduler, {"clip_sample": True, "set_alpha_to_one": True},
+                        "DDIM, eta 0 deterministic .. 1 ancestral"),
+    "dpmpp": SamplerSpec(DPMSolverMultistepScheduler,
+                         {"algorithm_type": "dpmsolver++", "solver_order": 2},
+                         "DPM-Solver++ 2M"),
+    "unipc": SamplerSpec(UniPCMultistepScheduler, {"solver_order": 2}, "UniPC (bh2)"),
+    "euler": SamplerSpec(EulerDiscreteScheduler, {}, "Euler (Karras et al. ODE)"),
+    "heun": SamplerSpec(HeunDiscreteScheduler, {}, "Heun 2nd order (2 evaluations/step)"),
+}
+
+# denoiser(x_t (scaled model input), t) -> the network's prediction
+Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# callback(step_index, total_steps, t, x_t, predicted x_0 or None)
+Callback = Callable[[int, int, torch.Tensor, torch.Tensor, torch.Tensor | None], None]
+
+
+def make_scheduler(name: str, diffusion: DiffusionConfig, steps: int) -> SchedulerMixin:
+    """A diffusers scheduler for sampler ``name`` with ``steps`` steps set."""
+    if name not in SAMPLERS:
+        raise FacediffError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}")
+    if steps < 1:
+        raise FacediffError(f"steps must be at least 1, got {steps}")
+    if steps > diffusion.num_train_timesteps:
+        raise FacediffError(
+            f"steps must be at most the {diffusion.num_train_timesteps} training timesteps"
+        )
+    spec = SAMPLERS[name]
+    kwargs = {**schedule_kwargs(diffusion), "timestep_spacing": "trailing", **spec.kwargs}
+    allowed = inspect.signature(spec.cls.__init__).parameters
+    sched = spec.cls(**{k: v for k, v in kwargs.items() if k in allowed})
+    sched.set_timesteps(steps)
+    return sched
+
+
+def initial_noise(
+    generators: Sequence[torch.Generator], shape: tuple[int, ...], device: torch.device
+) -> torch.Tensor:
+    """x_T, one image per generator (drawn on the CPU, so every device gives the same noise)."""
+    return torch.stack([torch.randn(shape, generator=g) for g in generators]).to(device)
+
+
+def generators_for(seed: int, start: int, n: int) -> list[torch.Generator]:
+    """One CPU generator per image: image ``i`` uses seed + i, independent of batching."""
+    return [torch.Generator().manual_seed(seed + start + i) for i in range(n)]
+
+
+def sample_loop(
+    denoiser: Denoiser,
+    scheduler: SchedulerMixin,
+    x: torch.Tensor,
+    generators: Sequence[torch.Generator],
+    eta: float = 0.0,
+    callback: Callback | None = None,
+) -> torch.Tensor:
+    """Run ``scheduler`` from noise ``x`` (unit variance) to an image batch in [-1, 1].
+
+    Holds only the current state, so memory does not grow with the number of steps.
+    """
+    x = x * scheduler.init_noise_sigma
+    step_params = inspect.signature(scheduler.step).parameters
+    extra: dict[str, Any] = {}
+    if "generator" in step_params:
+        extra["generator"] = list(generators)
+    if "eta" in step_params:
+        extra["eta"] = eta
+    timesteps = scheduler.timesteps
+    total = len(timesteps)
+    for i, t in enumerate(timesteps):
+        model_in = scheduler.scale_model_input(x, t)
+        pred = denoiser(model_in, t)
+        out = scheduler.step(pred.float(), t, x, **extra)
+        x = out.prev_sample
+        if callback is not None:
+            callback(i, total, t, x, getattr(out, "pred_original_sample", None))
+    return x.clamp(-1, 1)
+
+
+def generate(
+    unet: torch.nn.Module,
+    diffusion: DiffusionConfig,
+    n: int,
+    sampler: str = "dpmpp",
+    steps: int = 25,
+    seed: int = 0,
+    batch_size: int = 16,
+    eta: float = 0.0,
+    progress: bool = False,
+    callback: Callback | None = None,
+) -> torch.Tensor:
+    """Sample ``n`` images with ``unet``; returns uint8 NHWC on the CPU.
+
+    Image ``i`` depends only on (seed + i, sampler, steps), not on ``batch_size``.
+    """
+    from tqdm.auto import tqdm
+
+    from facediff.data.transforms import model_to_uint8
+
+    if n < 1:
+        raise FacediffError(f"n must be at least 1, got {n}")
+    if batch_size < 1:
+        raise FacediffError(f"batch size must be at least 1, got {batch_size}")
+    make_scheduler(sampler, diffusion, steps)  # validate before any work
+    param = next(unet.parameters())
+    device, dtype = param.device, param.dtype
+    cfg_model = unet.config
+    shape = (cfg_model.in_channels, cfg_model.sample_size, cfg_model.sample_size)
+
+    def denoiser(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return unet(x.to(dtype), t).sample
+
+    out = []
+    was_training = unet.training
+    unet.eval()
+    bar = tqdm(total=n, desc=f"sampling ({sampler}, {steps} steps)", unit="img",
+               disable=not progress)
+    try:
+        with torch.inference_mode():
+            for start in range(0, n, batch_size):
+                m = min(batch_size, n - start)
+                gens = generators_for(seed, start, m)
+                x = initial_noise(gens, shape, device)
+                sched = make_scheduler(sampler, diffusion, steps)
+                x = sample_loop(denoiser, sched, x, gens, eta=eta, callback=callback)
+                out.append(model_to_uint8(x).cpu())
+                bar.update(m)
+    finally:
+        bar.close()
+        unet.train(was_training)
+    return torch.cat(out)

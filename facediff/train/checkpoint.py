@@ -1,0 +1,215 @@
+"""Every file a run writes: checkpoints, exports, and the atomic writes behind them.
+
+Run dir layout::
+
+    RUN/config.yaml
+    RUN/checkpoints/step-0001000/{config.yaml, model.safetensors, ema.safetensors, state.pt}
+    RUN/model/{config.yaml, weights.safetensors}       exported EMA weights
+    RUN/samples/step-0001000.png                      fixed-noise grids
+    RUN/logs/                                         TensorBoard events and metrics.csv
+
+A checkpoint is written into a hidden temporary folder, every file flushed and fsynced, and
+the folder renamed into place: a crash mid-write leaves the previous checkpoint as the latest.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from facediff.config import Config
+from facediff.errors import ModelNotFoundError
+
+CKPT_DIR = "checkpoints"
+EXPORT_DIR = "model"
+_STEP_RE = re.compile(r"^step-(\d{7,})$")
+CKPT_FILES = ("config.yaml", "model.safetensors", "ema.safetensors", "state.pt")
+EXPORT_FILES = ("config.yaml", "weights.safetensors")
+
+
+# ---- atomic primitives ------------------------------------------------------------------
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as f:
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _publish_dir(tmp: Path, final: Path) -> None:
+    """Fsync every file in ``tmp`` and rename it to ``final`` (replacing an older one)."""
+    for f in tmp.iterdir():
+        _fsync_file(f)
+    _fsync_dir(tmp)
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, old)
+    os.replace(tmp, final)
+    _fsync_dir(final.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _state_dict_cpu(sd: dict[str, torch.Tensor], dtype: torch.dtype | None = None) -> dict:
+    out = {}
+    for k, v in sd.items():
+        v = v.detach().to("cpu")
+        if dtype is not None and v.is_floating_point():
+            v = v.to(dtype)
+        out[k] = v.contiguous()
+    return out
+
+
+# ---- checkpoints ------------------------------------------------------------------------
+
+def checkpoint_name(step: int) -> str:
+    return f"step-{step:07d}"
+
+
+def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints of a run, oldest first (temporary and partial folders ignored)."""
+    root = Path(run_dir) / CKPT_DIR
+    if not root.is_dir():
+        return []
+    found = []
+    for p in root.iterdir():
+        m = _STEP_RE.match(p.name)
+        if m and p.is_dir() and all((p / f).is_file() for f in CKPT_FILES):
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    ckpts = list_checkpoints(run_dir)
+    return ckpts[-1][1] if ckpts else None
+
+
+def save_checkpoint(
+    run_dir: str | Path,
+    step: int,
+    cfg: Config,
+    model_state: dict[str, torch.Tensor],
+    ema_state: dict[str, torch.Tensor],
+    train_state: dict[str, Any],
+    keep: int,
+) -> Path:
+    """Write checkpoint ``step`` atomically and delete all but the newest ``keep``."""
+    root = Path(run_dir) / CKPT_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / checkpoint_name(step)
+    tmp = root / f".tmp-{checkpoint_name(step)}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    (tmp / "config.yaml").write_text(cfg.to_yaml())
+    save_file(_state_dict_cpu(model_state), str(tmp / "model.safetensors"))
+    save_file(_state_dict_cpu(ema_state), str(tmp / "ema.safetensors"))
+    torch.save(train_state, tmp / "state.pt")
+    _publish_dir(tmp, final)
+    for _, old in list_checkpoints(run_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    for stale in root.glob(".tmp-*"):  # left by a crash in an earlier run
+        if stale != tmp:
+            shutil.rmtree(stale, ignore_errors=True)
+    return final
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint folder: config, model and EMA weights, training state."""
+    p = Path(path)
+    return {
+        "config": Config.load(p / "config.yaml"),
+        "model": load_file(str(p / "model.safetensors")),
+        "ema": load_file(str(p / "ema.safetensors")),
+        "state": torch.load(p / "state.pt", map_location="cpu", weights_only=True),
+    }
+
+
+# ---- exported models --------------------------------------------------------------------
+
+def export_model(
+    out_dir: str | Path, cfg: Config, ema_state: dict[str, torch.Tensor],
+    dtype: torch.dtype | None = None, step: int | None = None,
+) -> Path:
+    """Write an exported model (config.yaml + weights.safetensors), atomically."""
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".tmp-{out.name}-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    (tmp / "config.yaml").write_text(cfg.to_yaml())
+    save_file(_state_dict_cpu(ema_state, dtype), str(tmp / "weights.safetensors"),
+              metadata={"format": "pt", "facediff": "ema", "step": str(step or 0)})
+    _publish_dir(tmp, out)
+    return out
+
+
+def is_exported_model(path: Path) -> bool:
+    return all((path / f).is_file() for f in EXPORT_FILES)
+
+
+def read_model(path: str | Path) -> tuple[Config, dict[str, torch.Tensor], str]:
+    """Config and EMA weights from an exported model dir or a run dir.
+
+    A run dir gives its export if it has one, else its latest checkpoint's EMA weights.
+    Returns (config, weights, description of where they came from).
+    """
+    p = Path(path)
+    if not p.exists():
+        raise ModelNotFoundError(f"model not found: {p}")
+    if is_exported_model(p):
+        return Config.load(p / "config.yaml"), load_file(str(p / "weights.safetensors")), str(p)
+    ckpt = latest_checkpoint(p)
+    export = p / EXPORT_DIR
+    if is_exported_model(export):
+        export_step = _export_step(export)
+        if ckpt is None or export_step is None or export_step >= list_checkpoints(p)[-1][0]:
+            return (Config.load(export / "config.yaml"),
+                    load_file(str(export / "weights.safetensors")), str(export))
+    if ckpt is not None:
+        return Config.load(ckpt / "config.yaml"), load_file(str(ckpt / "ema.safetensors")), \
+            str(ckpt)
+    raise ModelNotFoundError(
+        f"no model in {p}: expected config.yaml + weights.safetensors, or a run dir "
+        f"with {EXPORT_DIR}/ or {CKPT_DIR}/step-*/"
+    )
+
+
+def _export_step(export: Path) -> int | None:
+    try:
+        with safe_open(str(export / "weights.safetensors"), framework="pt") as f:
+            return int((f.metadata() or {}).get("step", ""))
+    except (OSError, ValueError):
+        return None

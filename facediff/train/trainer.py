@@ -1,0 +1,422 @@
+"""The training loop: accelerate for devices, mixed precision and DDP; EMA; checkpoints; logs.
+
+Determinism and exact resume: everything random in a step (the batch's images, their flips,
+noise and timesteps) is drawn from a generator seeded by (seed, step) for the whole global
+batch, and each process takes its own slice. So a run resumed at step N continues exactly as
+if it had never stopped, and N processes see disjoint parts of the batch one process would.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import logging
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from diffusers.optimization import get_scheduler
+from tqdm.auto import tqdm
+
+from facediff.config import Config
+from facediff.data import ImageSet, load_data
+from facediff.data.transforms import uint8_to_model
+from facediff.diffusion.objectives import DiffusionObjective
+from facediff.diffusion.sampling import generate
+from facediff.errors import ConfigError, FacediffError
+from facediff.model import build_unet, count_parameters
+from facediff.train import checkpoint as ckpt
+from facediff.train.ema import HalfLifeEMA
+from facediff.viz.grid import make_grid
+
+log = logging.getLogger(__name__)
+
+CSV_FIELDS = ["step", "images", "loss", "lr", "grad_norm", "img_per_s", "val_loss", "time"]
+SAMPLE_SEED = 12345  # fixed noise for the progress grids
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    reason: str  # "finished", "early_stopped", "interrupted"
+    last_loss: float | None
+    img_per_s: float | None
+    best_val_loss: float | None = None
+
+
+def resolve_mixed_precision(setting: str) -> str:
+    if setting != "auto":
+        return setting
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "no"
+
+
+def step_seed(seed: int, step: int) -> int:
+    return (seed * 1_000_003 + step * 7_919 + 17) % (2**63 - 1)
+
+
+class BatchStream:
+    """Global batch ``k`` = the next B indices of an endless stream of per-epoch permutations."""
+
+    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self._perm_epoch = -1
+        self._perm = np.arange(0)
+
+    def _perm_for(self, epoch: int) -> np.ndarray:
+        if epoch != self._perm_epoch:
+            self._perm = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+            self._perm_epoch = epoch
+        return self._perm
+
+    def batch(self, step: int) -> np.ndarray:
+        out: list[np.ndarray] = []
+        pos, need = step * self.batch_size, self.batch_size
+        while need:
+            epoch, off = divmod(pos, self.n)
+            take = min(need, self.n - off)
+            out.append(self._perm_for(epoch)[off:off + take])
+            pos, need = pos + take, need - take
+        return np.concatenate(out)
+
+    def epoch_of(self, step: int) -> float:
+        return step * self.batch_size / self.n
+
+
+class Trainer:
+    def __init__(
+        self, cfg: Config, run_dir: str | Path, data: ImageSet | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.progress = progress
+        t = cfg.train
+        self.accelerator = Accelerator(
+            mixed_precision=resolve_mixed_precision(t.mixed_precision),
+            gradient_accumulation_steps=t.grad_accum,
+        )
+        acc = self.accelerator
+        self.world = acc.num_processes
+        self.rank = acc.process_index
+        if t.batch_size % (self.world * t.grad_accum):
+            raise ConfigError(
+                f"train.batch_size {t.batch_size} must be divisible by processes x grad_accum "
+                f"= {self.world} x {t.grad_accum}"
+            )
+        self.micro = t.batch_size // t.grad_accum  # global micro-batch
+        self.device = acc.device
+
+        data = data if data is not None else load_data(cfg.data, progress=progress and
+                                                       acc.is_main_process)
+        self.data = data
+        images = torch.from_numpy(data.images)
+        n_val = round(len(images) * cfg.data.val_fraction)
+        if cfg.data.val_fraction > 0 and n_val == 0:
+            n_val = 1
+        if n_val >= len(images):
+            raise FacediffError(
+                f"data.val_fraction {cfg.data.val_fraction} leaves no training images "
+                f"out of {len(images)}"
+            )
+        order = np.random.default_rng([t.seed, 999]).permutation(len(images))
+        self.val_images = images[torch.from_numpy(order[:n_val])] if n_val else None
+        self.train_images = images[torch.from_numpy(np.sort(order[n_val:]))] if n_val else images
+        self.train_images = self.train_images.to(self.device)
+        self.stream = BatchStream(len(self.train_images), t.batch_size, t.seed)
+
+        torch.manual_seed(t.seed)
+        self.unet = build_unet(cfg)
+        self.objective = DiffusionObjective(cfg.diffusion)
+        opt_kwargs: dict[str, Any] = {}
+        if self.device.type == "cuda":
+            opt_kwargs["fused"] = True
+        self.optimizer = torch.optim.AdamW(
+            self.unet.parameters(), lr=t.lr, betas=tuple(t.adam_betas),
+            weight_decay=t.weight_decay, **opt_kwargs,
+        )
+        self.lr_scheduler = get_scheduler(
+            {"constant": "constant_with_warmup"}.get(t.lr_schedule, t.lr_schedule),
+            self.optimizer, num_warmup_steps=t.warmup_steps, num_training_steps=t.max_steps,
+        )
+        self.model, self.optimizer = acc.prepare(self.unet, self.optimizer)
+        self.ema = HalfLifeEMA(self.unet.parameters(), t.batch_size, t.ema_halflife_images,
+                               t.ema_rampup)
+        self.ema.to(self.device)
+        self.ema_model = copy.deepcopy(self.unet).eval().requires_grad_(False)
+        self.step = 0
+        self.best_val: float | None = None
+        self.bad_vals = 0
+        self._stop_signal: int | None = None
+        self.writer: Any = None
+
+    # ---- state ----------------------------------------------------------------------------
+    def _train_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "step": self.step,
+            "images_seen": self.step * self.cfg.train.batch_size,
+            "epoch": self.stream.epoch_of(self.step),
+            "optimizer": self.optimizer.state_dict(),
+            "lr_scheduler": self.lr_scheduler.state_dict(),
+            "ema_optimization_step": self.ema.optimization_step,
+            "rng_cpu": torch.get_rng_state(),
+            "best_val": self.best_val,
+            "bad_vals": self.bad_vals,
+            "world_size": self.world,
+        }
+        if torch.cuda.is_available():
+            state["rng_cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def resume_from(self, path: Path) -> None:
+        c = ckpt.load_checkpoint(path)
+        self.unet.load_state_dict(c["model"])
+        self.ema.load_named_state(self.unet, c["ema"])
+        s = c["state"]
+        self.optimizer.load_state_dict(s["optimizer"])
+        self.lr_scheduler.load_state_dict(s["lr_scheduler"])
+        self.ema.optimization_step = s["ema_optimization_step"]
+        torch.set_rng_state(s["rng_cpu"])
+        if "rng_cuda" in s and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(s["rng_cuda"])
+        self.step = int(s["step"])
+        self.best_val, self.bad_vals = s.get("best_val"), int(s.get("bad_vals", 0))
+        if self.accelerator.is_main_process:
+            log.info("resumed %s at step %d", path, self.step)
+
+    def _checkpoint(self) -> None:
+        acc = self.accelerator
+        if self.world > 1:  # EMA must be identical on every rank before it is written once
+            sums = acc.gather(self.ema.checksum().reshape(1).to(self.device))
+            if not torch.all(sums == sums[0]):
+                raise RuntimeError(f"EMA weights differ between ranks: {sums.tolist()}")
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            ckpt.save_checkpoint(
+                self.run_dir, self.step, self.cfg, self.unet.state_dict(),
+                self.ema.named_state(self.unet), self._train_state(),
+                self.cfg.train.keep_checkpoints,
+            )
+        acc.wait_for_everyone()
+
+    def _export(self) -> None:
+        if self.accelerator.is_main_process:
+            ckpt.export_model(self.run_dir / ckpt.EXPORT_DIR, self.cfg,
+                              self.ema.named_state(self.unet), step=self.step)
+
+    # ---- logs and samples -----------------------------------------------------------------
+    def _open_logs(self) -> None:
+        if not self.accelerator.is_main_process:
+            return
+        from torch.utils.tensorboard import SummaryWriter
+
+        logs = self.run_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        self.writer = SummaryWriter(str(logs), purge_step=self.step or None)
+        csv_path = logs / "metrics.csv"
+        rows = []
+        if csv_path.exists():  # drop rows written after the checkpoint we resume from
+            with open(csv_path, newline="") as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= self.step]
+        with open(csv_path, "w", newline="") as f:
+            w = csv.DictWriter(f, CSV_FIELDS)
+            w.writeheader()
+            w.writerows(rows)
+        self.csv_path = csv_path
+
+    def _log(self, row: dict[str, Any]) -> None:
+        if not self.accelerator.is_main_process:
+            return
+        for k in ("loss", "lr", "grad_norm", "img_per_s", "val_loss"):
+            if row.get(k) is not None:
+                self.writer.add_scalar(f"train/{k}" if k != "val_loss" else "val/loss",
+                                       row[k], row["step"])
+        with open(self.csv_path, "a", newline="") as f:
+            csv.DictWriter(f, CSV_FIELDS).writerow({k: row.get(k, "") for k in CSV_FIELDS})
+
+    def _ema_unet(self) -> torch.nn.Module:
+        self.ema.copy_to(self.ema_model.parameters())
+        return self.ema_model
+
+    def _sample_grid(self) -> None:
+        acc = self.accelerator
+        if acc.is_main_process:
+            s = self.cfg.sample
+            imgs = generate(self._ema_unet(), self.cfg.diffusion, self.cfg.train.sample_n,
+                            s.sampler, s.steps, seed=SAMPLE_SEED,
+                            batch_size=self.cfg.train.sample_n)
+            grid = make_grid(imgs)
+            out = self.run_dir / "samples"
+            out.mkdir(parents=True, exist_ok=True)
+            grid.save(out / f"step-{self.step:07d}.png")
+            self.writer.add_image("samples", np.asarray(grid), self.step, dataformats="HWC"
+                                  if grid.mode == "RGB" else "HW")
+        acc.wait_for_everyone()
+
+    @torch.no_grad()
+    def _val_loss(self) -> float:
+        """Loss of the EMA model on the held-out images, with fixed noise and timesteps."""
+        assert self.val_images is not None
+        unet = self._ema_unet()
+        g = torch.Generator().manual_seed(step_seed(self.cfg.train.seed, -1))
+        total, count = 0.0, 0
+        for start in range(0, len(self.val_images), self.micro):
+            x0 = uint8_to_model(self.val_images[start:start + self.micro]).to(self.device)
+            noise = torch.randn(x0.shape, generator=g).to(self.device)
+            t = self.objective.sample_timesteps(len(x0), g).to(self.device)
+            with self.accelerator.autocast():
+                total += float(self.objective.loss(unet, x0, noise, t).sum())
+            count += len(x0)
+        return total / count
+
+    # ---- the loop -------------------------------------------------------------------------
+    def _handle_signal(self, signum: int, _frame: Any) -> None:
+        self._stop_signal = signum
+        signal.signal(signum, signal.SIG_DFL)  # a second signal stops at once
+        if self.accelerator.is_main_process:
+            tqdm.write(f"received {signal.Signals(signum).name}: saving a checkpoint, then exit")
+
+    def _should_stop_for_signal(self) -> bool:
+        if self.world == 1:
+            return self._stop_signal is not None
+        if self.step % 10:
+            return False
+        flag = torch.tensor([1.0 if self._stop_signal else 0.0], device=self.device)
+        return bool(self.accelerator.reduce(flag, "sum").item() > 0)
+
+    def train_step(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One optimizer step on global batch ``self.step``; returns (loss sum, grad norm)."""
+        t, acc = self.cfg.train, self.accelerator
+        g = torch.Generator().manual_seed(step_seed(t.seed, self.step))
+        idx = torch.from_numpy(self.stream.batch(self.step))
+        h, w, c = self.train_images.shape[1:]
+        noise_all = torch.randn((t.batch_size, c, h, w), generator=g)
+        t_all = self.objective.sample_timesteps(t.batch_size, g)
+        flip_all = torch.rand(t.batch_size, generator=g) < 0.5
+        torch.manual_seed(step_seed(t.seed, self.step) + 104_729 * self.rank)  # dropout
+        loss_sum = torch.zeros((), device=self.device)
+        grad_norm = None
+        per_rank = self.micro // self.world
+        for m in range(t.grad_accum):
+            sel = slice(m * self.micro + self.rank * per_rank,
+                        m * self.micro + (self.rank + 1) * per_rank)
+            x0 = uint8_to_model(self.train_images[idx[sel].to(self.device)])
+            if self.cfg.data.hflip:
+                x0 = torch.where(flip_all[sel].to(self.device)[:, None, None, None],
+                                 x0.flip(3), x0)
+            noise = noise_all[sel].to(self.device, non_blocking=True)
+            ts = t_all[sel].to(self.device, non_blocking=True)
+            with acc.accumulate(self.model):
+                loss = self.objective.loss(self.model, x0, noise, ts).mean()
+                acc.backward(loss)
+                if acc.sync_gradients:
+                    grad_norm = acc.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+            loss_sum += loss.detach()
+        self.lr_scheduler.step()
+        self.ema.step(self.unet.parameters())
+        self.step += 1
+        return loss_sum / t.grad_accum, grad_norm
+
+    def fit(self) -> TrainResult:
+        t, acc = self.cfg.train, self.accelerator
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        latest = ckpt.latest_checkpoint(self.run_dir)
+        if latest is not None:
+            self.resume_from(latest)
+        if acc.is_main_process:
+            self.cfg.save(self.run_dir / "config.yaml")
+            log.info(
+                "training %s: %d images (%d held out), %.2fM parameters, %d process(es) on %s, "
+                "mixed precision %s", self.run_dir, len(self.train_images),
+                0 if self.val_images is None else len(self.val_images),
+                count_parameters(self.unet) / 1e6, self.world, self.device.type,
+                acc.mixed_precision,
+            )
+        self._open_logs()
+        old_handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        for s in old_handlers:
+            signal.signal(s, self._handle_signal)
+        reason = "finished"
+        last_loss: float | None = None
+        speed: float | None = None
+        bar = tqdm(total=t.max_steps, initial=self.step, desc="training", unit="step",
+                   disable=not (self.progress and acc.is_main_process), dynamic_ncols=True)
+        self.model.train()
+        loss_acc = torch.zeros((), device=self.device)
+        n_acc, t0, step0 = 0, time.perf_counter(), self.step
+        try:
+            while self.step < t.max_steps:
+                loss, grad_norm = self.train_step()
+                loss_acc += loss
+                n_acc += 1
+                bar.update(1)
+                row: dict[str, Any] | None = None
+                if self.step % t.log_every == 0 or self.step == t.max_steps:
+                    last_loss = float(acc.reduce(loss_acc, "mean")) / n_acc
+                    dt = time.perf_counter() - t0
+                    speed = (self.step - step0) * t.batch_size / max(dt, 1e-9)
+                    row = {"step": self.step, "images": self.step * t.batch_size,
+                           "loss": last_loss, "lr": self.lr_scheduler.get_last_lr()[0],
+                           "grad_norm": None if grad_norm is None else float(grad_norm),
+                           "img_per_s": speed, "time": time.time()}
+                    bar.set_postfix(loss=f"{last_loss:.4f}", img_s=f"{speed:.1f}",
+                                    epoch=f"{self.stream.epoch_of(self.step):.1f}")
+                    loss_acc.zero_()
+                    n_acc, t0, step0 = 0, time.perf_counter(), self.step
+                stop_early = False
+                if self.val_images is not None and (self.step % t.val_every == 0
+                                                     or self.step == t.max_steps):
+                    val = self._val_loss()
+                    row = row or {"step": self.step, "images": self.step * t.batch_size,
+                                  "time": time.time()}
+                    row["val_loss"] = val
+                    if self.best_val is None or val < self.best_val:
+                        self.best_val, self.bad_vals = val, 0
+                    else:
+                        self.bad_vals += 1
+                    stop_early = 0 < t.early_stop_patience <= self.bad_vals
+                if row is not None:
+                    self._log(row)
+                if self.step % t.sample_every == 0:
+                    self._sample_grid()
+                if self.step % t.checkpoint_every == 0:
+                    self._checkpoint()
+                if stop_early:
+                    reason = "early_stopped"
+                    if acc.is_main_process:
+                        tqdm.write(f"early stopping at step {self.step}: validation loss did "
+                                   f"not improve for {self.bad_vals} evaluations "
+                                   f"(best {self.best_val:.5f})")
+                    break
+                if self._should_stop_for_signal():
+                    reason = "interrupted"
+                    break
+        finally:
+            bar.close()
+            for s, h in old_handlers.items():
+                signal.signal(s, h)
+        if ckpt.latest_checkpoint(self.run_dir) != self.run_dir / ckpt.CKPT_DIR / \
+                ckpt.checkpoint_name(self.step):
+            self._checkpoint()
+        if reason != "interrupted" and self.step % t.sample_every:
+            self._sample_grid()
+        self._export()
+        acc.wait_for_everyone()
+        if self.writer is not None:
+            self.writer.close()
+        return TrainResult(self.run_dir, self.step, reason, last_loss, speed, self.best_val)
+
+
+def train(cfg: Config, run_dir: str | Path, data: ImageSet | None = None,
+          progress: bool = True) -> TrainResult:
+    """Train (or resume) the run in ``run_dir`` with ``cfg``."""
+    return Trainer(cfg, run_dir, data=data, progress=progress).fit()
