@@ -54,8 +54,15 @@ def _positive(kind: str):
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="facediff", description="Train, sample and inspect face diffusion models.")
     p.add_argument("--version", action="version", version=f"facediff {__version__}")
-    p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    common = _Parser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add = sub.add_parser
+
+    def add_parser(name: str, **kw: object) -> argparse.ArgumentParser:
+        return _add(name, parents=[common], **kw)
+
+    sub.add_parser = add_parser  # type: ignore[method-assign]
 
     t = sub.add_parser("train", help="train a model (or resume the run in --out)")
     t.add_argument("--data", help="image folder (recursive; jpg/png/webp/bmp)")
@@ -96,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("data", help="dataset tools")
     dsub = d.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
-    syn = dsub.add_parser("synth", help="draw a folder of cartoon faces (no download needed)")
+    syn = dsub.add_parser("synth", parents=[common], help="draw a folder of cartoon faces (no download needed)")
     syn.add_argument("--out", required=True)
     syn.add_argument("--n", type=_positive("--n"), default=512)
     syn.add_argument("--size", type=_positive("--size"), default=64)
@@ -129,8 +136,6 @@ def cmd_train(args: argparse.Namespace) -> int:
             overrides.insert(0, f"data.path={args.data}")
         cfg = resolve_config(preset=args.preset if not args.config else None,
                              config_file=args.config, overrides=overrides)
-        if not args.preset and not args.config:
-            log.info("no --preset or --config: using the defaults (see `facediff config`)")
     if cfg.data.path:
         cfg.data.path = str(Path(cfg.data.path))
     result = train(cfg, run, progress=not args.no_progress)
@@ -138,9 +143,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         "finished": "finished",
         "early_stopped": "stopped early (validation loss stopped improving)",
         "interrupted": "interrupted; run the same command to resume",
+        "paused": "paused; run the same command to resume",
     }[result.reason]
     loss = f", loss {result.last_loss:.4f}" if result.last_loss is not None else ""
-    print(f"{msg} at step {result.step}{loss}; model: {run / 'model'}")
+    if result.main_process:
+        print(f"{msg} at step {result.step}{loss}; model: {run / 'model'}")
     return 130 if result.reason == "interrupted" else 0
 
 

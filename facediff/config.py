@@ -88,6 +88,7 @@ class TrainConfig:
     keep_checkpoints: int = 3
     val_every: int = 500
     early_stop_patience: int = 0  # validations without improvement before stopping; 0 = off
+    early_stop_min_delta: float = 0.0  # a smaller decrease of the validation loss is no gain
 
 
 @dataclass
@@ -230,6 +231,11 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     elif hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "3e-4" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
     elif hint is str:
         if isinstance(value, str):
             return value

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import csv
 import logging
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -44,10 +45,11 @@ SAMPLE_SEED = 12345  # fixed noise for the progress grids
 class TrainResult:
     run_dir: Path
     step: int
-    reason: str  # "finished", "early_stopped", "interrupted"
+    reason: str  # "finished", "early_stopped", "interrupted", "paused"
     last_loss: float | None
     img_per_s: float | None
     best_val_loss: float | None = None
+    main_process: bool = True
 
 
 def resolve_mixed_precision(setting: str) -> str:
@@ -60,6 +62,13 @@ def resolve_mixed_precision(setting: str) -> str:
 
 def step_seed(seed: int, step: int) -> int:
     return (seed * 1_000_003 + step * 7_919 + 17) % (2**63 - 1)
+
+
+def rank_slice(micro_index: int, micro: int, rank: int, world: int) -> slice:
+    """This process's part of micro-batch ``micro_index`` of the global batch."""
+    per_rank = micro // world
+    start = micro_index * micro + rank * per_rank
+    return slice(start, start + per_rank)
 
 
 class BatchStream:
@@ -99,9 +108,12 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.progress = progress
         t = cfg.train
+        # several processes without CUDA (torchrun/accelerate launch on CPUs): DDP over gloo
+        multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
         self.accelerator = Accelerator(
             mixed_precision=resolve_mixed_precision(t.mixed_precision),
             gradient_accumulation_steps=t.grad_accum,
+            cpu=multi_cpu,
         )
         acc = self.accelerator
         self.world = acc.num_processes
@@ -303,10 +315,8 @@ class Trainer:
         torch.manual_seed(step_seed(t.seed, self.step) + 104_729 * self.rank)  # dropout
         loss_sum = torch.zeros((), device=self.device)
         grad_norm = None
-        per_rank = self.micro // self.world
         for m in range(t.grad_accum):
-            sel = slice(m * self.micro + self.rank * per_rank,
-                        m * self.micro + (self.rank + 1) * per_rank)
+            sel = rank_slice(m, self.micro, self.rank, self.world)
             x0 = uint8_to_model(self.train_images[idx[sel].to(self.device)])
             if self.cfg.data.hflip:
                 x0 = torch.where(flip_all[sel].to(self.device)[:, None, None, None],
@@ -326,7 +336,8 @@ class Trainer:
         self.step += 1
         return loss_sum / t.grad_accum, grad_norm
 
-    def fit(self) -> TrainResult:
+    def fit(self, until_step: int | None = None) -> TrainResult:
+        """Train to ``train.max_steps`` (or pause at ``until_step``), checkpoint and export."""
         t, acc = self.cfg.train, self.accelerator
         self.run_dir.mkdir(parents=True, exist_ok=True)
         latest = ckpt.latest_checkpoint(self.run_dir)
@@ -335,8 +346,9 @@ class Trainer:
         if acc.is_main_process:
             self.cfg.save(self.run_dir / "config.yaml")
             log.info(
-                "training %s: %d images (%d held out), %.2fM parameters, %d process(es) on %s, "
-                "mixed precision %s", self.run_dir, len(self.train_images),
+                "training %s (%s): %d images (%d held out), %.2fM parameters, "
+                "%d process(es) on %s, mixed precision %s", self.run_dir,
+                f"preset {self.cfg.preset}" if self.cfg.preset else "default config", len(self.train_images),
                 0 if self.val_images is None else len(self.val_images),
                 count_parameters(self.unet) / 1e6, self.world, self.device.type,
                 acc.mixed_precision,
@@ -379,7 +391,7 @@ class Trainer:
                     row = row or {"step": self.step, "images": self.step * t.batch_size,
                                   "time": time.time()}
                     row["val_loss"] = val
-                    if self.best_val is None or val < self.best_val:
+                    if self.best_val is None or val < self.best_val - t.early_stop_min_delta:
                         self.best_val, self.bad_vals = val, 0
                     else:
                         self.bad_vals += 1
@@ -400,6 +412,9 @@ class Trainer:
                 if self._should_stop_for_signal():
                     reason = "interrupted"
                     break
+                if until_step is not None and self.step >= until_step:
+                    reason = "paused"
+                    break
         finally:
             bar.close()
             for s, h in old_handlers.items():
@@ -407,16 +422,17 @@ class Trainer:
         if ckpt.latest_checkpoint(self.run_dir) != self.run_dir / ckpt.CKPT_DIR / \
                 ckpt.checkpoint_name(self.step):
             self._checkpoint()
-        if reason != "interrupted" and self.step % t.sample_every:
+        if reason not in ("interrupted", "paused") and self.step % t.sample_every:
             self._sample_grid()
         self._export()
         acc.wait_for_everyone()
         if self.writer is not None:
             self.writer.close()
-        return TrainResult(self.run_dir, self.step, reason, last_loss, speed, self.best_val)
+        return TrainResult(self.run_dir, self.step, reason, last_loss, speed, self.best_val,
+                           acc.is_main_process)
 
 
 def train(cfg: Config, run_dir: str | Path, data: ImageSet | None = None,
-          progress: bool = True) -> TrainResult:
+          progress: bool = True, until_step: int | None = None) -> TrainResult:
     """Train (or resume) the run in ``run_dir`` with ``cfg``."""
-    return Trainer(cfg, run_dir, data=data, progress=progress).fit()
+    return Trainer(cfg, run_dir, data=data, progress=progress).fit(until_step)

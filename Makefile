@@ -1,0 +1,35 @@
+# facediff: `make demo` trains a tiny model on drawn faces and samples from it;
+# `make test` runs the test suite. Both create .venv and install what they need.
+PYTHON ?= python3
+VENV ?= .venv
+# the CPU build lies on the dev machines' disk; on a CUDA machine PyPI's build is the GPU one
+TORCH ?= torch==2.13.0
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO_STEPS ?= 600
+
+.PHONY: install demo test lint clean
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/facediff data synth --out demo/faces --n 1024 --size 32
+	$(VENV)/bin/facediff train --data demo/faces --preset tiny --out demo/run --max-steps $(DEMO_STEPS)
+	$(VENV)/bin/facediff sample demo/run --n 16 --out demo/samples
+	@echo "faces: demo/samples/grid.png"
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check facediff tests bench
+
+clean:
+	rm -rf demo .pytest_cache .ruff_cache

@@ -1,0 +1,56 @@
+"""Shared fixtures: tiny generated faces and a tiny model config (no real data needed)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from facediff.config import Config, resolve_config
+from facediff.data.synthetic import make_faces
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+# a ~60k-parameter U-Net on 16x16 images: fast enough for many short CPU runs
+TINY = [
+    "data.image_size=16",
+    "model.block_out_channels=[16,32]",
+    "model.layers_per_block=1",
+    "model.attention_levels=[1]",
+    "model.attention_head_dim=16",
+    "model.norm_num_groups=8",
+    "train.batch_size=8",
+    "train.lr=0.002",
+    "train.warmup_steps=2",
+    "train.log_every=2",
+    "train.sample_every=1000",
+    "train.sample_n=4",
+    "train.checkpoint_every=1000",
+    "sample.steps=4",
+]
+
+
+@pytest.fixture(scope="session")
+def faces_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("faces")
+    make_faces(d, 24, size=24, seed=1)
+    return d
+
+
+def tiny_config(data: Path | None = None, *extra: str) -> Config:
+    overrides = list(TINY) + list(extra)
+    if data is not None:
+        overrides.insert(0, f"data.path={data}")
+    return resolve_config(preset="tiny", overrides=overrides)
+
+
+def tiny_args(data: Path | None = None, *extra: str) -> list[str]:
+    """CLI arguments for a tiny training run."""
+    args = ["--preset", "tiny", "--no-progress"]
+    if data is not None:
+        args += ["--data", str(data)]
+    for o in [*TINY, *extra]:
+        args += ["--set", o]
+    return args

@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+import csv
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from facediff.data.transforms import uint8_to_model
+from facediff.train import checkpoint as ck
+from facediff.train.trainer import BatchStream, Trainer, train
+from tests.conftest import tiny_config
+
+
+def _fixed_loss(trainer: Trainer) -> float:
+    g = torch.Generator().manual_seed(0)
+    x0 = uint8_to_model(trainer.train_images[:8])
+    noise = torch.randn(x0.shape, generator=g)
+    t = torch.linspace(50, 950, 8).long()
+    with torch.no_grad():
+        return float(trainer.objective.loss(trainer.unet, x0, noise, t).mean())
+
+
+def test_loss_falls_when_overfitting(faces_dir: Path, tmp_path: Path):
+    cfg = tiny_config(faces_dir, "train.max_steps=80", "train.lr=0.003")
+    trainer = Trainer(cfg, tmp_path / "run", progress=False)
+    before = _fixed_loss(trainer)
+    result = trainer.fit()
+    after = _fixed_loss(trainer)
+    assert result.reason == "finished" and result.step == 80
+    assert after < 0.6 * before, (before, after)
+    rows = list(csv.DictReader(open(tmp_path / "run" / "logs" / "metrics.csv")))
+    assert len(rows) == 40 and float(rows[-1]["loss"]) < float(rows[0]["loss"])
+    assert all(float(r["img_per_s"]) > 0 and r["lr"] and r["grad_norm"] for r in rows)
+    assert any(p.name.startswith("events.out.tfevents") for p in (tmp_path / "run/logs").iterdir())
+    assert (tmp_path / "run/samples/step-0000080.png").is_file()
+    assert ck.is_exported_model(tmp_path / "run" / "model")
+
+
+def _tensors(run: Path) -> dict[str, torch.Tensor]:
+    c = ck.latest_checkpoint(run)
+    out = {f"model.{k}": v for k, v in load_file(str(c / "model.safetensors")).items()}
+    out.update({f"ema.{k}": v for k, v in load_file(str(c / "ema.safetensors")).items()})
+    state = torch.load(c / "state.pt", weights_only=True)
+    for pid, s in state["optimizer"]["state"].items():
+        out[f"opt.{pid}.exp_avg"] = s["exp_avg"]
+        out[f"opt.{pid}.exp_avg_sq"] = s["exp_avg_sq"]
+    return out
+
+
+@pytest.mark.parametrize("extra", [[], ["train.grad_accum=2", "data.val_fraction=0.25",
+                                        "train.val_every=3", "model.dropout=0.1"]])
+def test_resume_is_exact(faces_dir: Path, tmp_path: Path, extra: list[str]):
+    # 8 images per step over 18 (or 24) images: the pause falls mid-epoch
+    cfg = tiny_config(faces_dir, "train.max_steps=10", "train.checkpoint_every=4", *extra)
+    straight = train(cfg, tmp_path / "a", progress=False)
+    paused = train(cfg, tmp_path / "b", progress=False, until_step=5)
+    assert paused.reason == "paused" and paused.step == 5
+    assert ck.latest_checkpoint(tmp_path / "b").name == "step-0000005"
+    resumed = train(cfg, tmp_path / "b", progress=False)
+    assert straight.step == resumed.step == 10
+    a, b = _tensors(tmp_path / "a"), _tensors(tmp_path / "b")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    rows = list(csv.DictReader(open(tmp_path / "b" / "logs" / "metrics.csv")))
+    assert [int(r["step"]) for r in rows] == sorted({int(r["step"]) for r in rows})
+
+
+def test_sigint_writes_a_checkpoint_and_resume_finishes(faces_dir: Path, tmp_path: Path):
+    cfg = tiny_config(faces_dir, "train.max_steps=12")
+
+    class Interrupted(Trainer):
+        def train_step(self):
+            out = super().train_step()
+            if self.step == 3:
+                os.kill(os.getpid(), signal.SIGINT)
+            return out
+
+    result = Interrupted(cfg, tmp_path, progress=False).fit()
+    assert result.reason == "interrupted" and result.step == 3
+    assert ck.latest_checkpoint(tmp_path).name == "step-0000003"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    again = train(cfg, tmp_path, progress=False)
+    assert again.reason == "finished" and again.step == 12
+
+
+def test_early_stopping_on_held_out_loss(faces_dir: Path, tmp_path: Path):
+    cfg = tiny_config(faces_dir, "train.max_steps=50", "data.val_fraction=0.25",
+                      "train.val_every=2", "train.early_stop_patience=2",
+                      "train.early_stop_min_delta=100.0")
+    result = train(cfg, tmp_path, progress=False)
+    assert result.reason == "early_stopped"
+    assert result.step == 6  # best at step 2, no gain at 4 and 6
+    assert ck.latest_checkpoint(tmp_path).name == "step-0000006"
+    rows = list(csv.DictReader(open(tmp_path / "logs" / "metrics.csv")))
+    assert sum(1 for r in rows if r["val_loss"]) == 3
+
+
+def test_batch_stream_covers_each_epoch_once_and_is_stateless():
+    s = BatchStream(n=10, batch_size=4, seed=3)
+    first = [s.batch(k) for k in range(5)]  # 20 indices = 2 epochs
+    flat = torch.tensor([int(i) for b in first for i in b])
+    assert sorted(flat[:10].tolist()) == list(range(10))
+    assert sorted(flat[10:20].tolist()) == list(range(10))
+    fresh = BatchStream(n=10, batch_size=4, seed=3)
+    assert all((fresh.batch(k) == first[k]).all() for k in (3, 1, 4))
+
+
+def test_batch_must_split_over_accumulation(faces_dir: Path, tmp_path: Path):
+    from facediff.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="divisible"):
+        Trainer(tiny_config(faces_dir, "train.grad_accum=3"), tmp_path, progress=False)
