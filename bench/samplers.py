@@ -37,7 +37,7 @@ def main() -> None:
             evals = []
             t0 = time.perf_counter()
             model.sample_tensor(args.n, steps=steps, sampler=name, batch_size=args.batch_size,
-                                callback=lambda i, n, t, x, x0: evals.append(1))
+                                callback=lambda i, n, t, x, x0, e=evals: e.append(1))
             dt = time.perf_counter() - t0
             rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             per_batch = len(evals) // -(-args.n // args.batch_size)

@@ -103,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("data", help="dataset tools")
     dsub = d.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
-    syn = dsub.add_parser("synth", parents=[common], help="draw a folder of cartoon faces (no download needed)")
+    syn = dsub.add_parser("synth", parents=[common],
+                          help="draw a folder of cartoon faces (no download needed)")
     syn.add_argument("--out", required=True)
     syn.add_argument("--n", type=_positive("--n"), default=512)
     syn.add_argument("--size", type=_positive("--size"), default=64)
@@ -118,6 +119,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from facediff.train.trainer import train
 
     run = Path(args.out)
+    data_path = str(Path(args.data).expanduser().resolve()) if args.data else None
     overrides = list(args.overrides)
     if args.max_steps:
         overrides.append(f"train.max_steps={args.max_steps}")
@@ -127,17 +129,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.preset or args.config:
             log.warning("resuming %s with its saved config; --preset/--config ignored "
                         "(use --set to change values)", run)
-        if args.data and args.data != base.data.path:
-            log.warning("data path changed from %s to %s", base.data.path, args.data)
-            base.data.path = args.data
+        if data_path and data_path != base.data.path:
+            log.warning("data path changed from %s to %s", base.data.path, data_path)
+            base.data.path = data_path
         cfg = resolve_config(base=base, overrides=overrides)
     else:
-        if args.data:
-            overrides.insert(0, f"data.path={args.data}")
         cfg = resolve_config(preset=args.preset if not args.config else None,
                              config_file=args.config, overrides=overrides)
+        if data_path:  # a path is taken as it is, never parsed as YAML
+            cfg.data.path = data_path
     if cfg.data.path:
-        cfg.data.path = str(Path(cfg.data.path))
+        cfg.data.path = str(Path(cfg.data.path).expanduser())
     result = train(cfg, run, progress=not args.no_progress)
     msg = {
         "finished": "finished",
@@ -157,9 +159,17 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from facediff.api import default_device, load
     from facediff.viz.grid import make_grid
 
-    device = default_device() if args.device == "auto" else torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise FacediffError("--device cuda requested but CUDA is not available")
+    try:
+        device = default_device() if args.device == "auto" else torch.device(args.device)
+    except RuntimeError:
+        raise FacediffError(f"unknown --device {args.device!r} (auto, cpu, cuda, cuda:N, mps)")\
+            from None
+    if device.type == "cuda" and (not torch.cuda.is_available()
+                                  or (device.index or 0) >= torch.cuda.device_count()):
+        raise FacediffError(f"--device {args.device} requested but that CUDA device is not "
+                            "available")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise FacediffError("--device mps requested but MPS is not available")
     model = load(args.model, device=device)
     imgs = model.sample_tensor(args.n, args.steps, args.sampler, seed=args.seed,
                                batch_size=args.batch_size, eta=args.eta,

@@ -18,7 +18,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-from facediff.errors import ConfigError
+from facediff.errors import ConfigError, FacediffError
 
 Prediction = Literal["eps", "v", "x0"]
 BetaSchedule = Literal["linear", "cosine", "scaled_linear", "sigmoid"]
@@ -137,6 +137,8 @@ class Config:
             raise ConfigError(f"config file not found: {p}")
         try:
             return cls.from_yaml(p.read_text())
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"config file {p} is not text") from e
         except yaml.YAMLError as e:
             raise ConfigError(f"cannot parse {p}: {str(e).splitlines()[0]}") from e
 
@@ -326,5 +328,20 @@ def validate(cfg: Config) -> None:
         raise ConfigError("train.adam_betas must have two values")
     if cfg.diffusion.num_train_timesteps < 2:
         raise ConfigError("diffusion.num_train_timesteps must be at least 2")
-    if cfg.sample.steps < 1:
-        raise ConfigError(f"sample.steps must be at least 1, got {cfg.sample.steps}")
+    if t.warmup_steps < 0:
+        raise ConfigError(f"train.warmup_steps must be >= 0, got {t.warmup_steps}")
+    if not all(0.0 <= b < 1.0 for b in t.adam_betas):
+        raise ConfigError(f"train.adam_betas must be in [0, 1), got {t.adam_betas}")
+    if t.weight_decay < 0:
+        raise ConfigError(f"train.weight_decay must be >= 0, got {t.weight_decay}")
+    if t.sample_n < 1:
+        raise ConfigError(f"train.sample_n must be at least 1, got {t.sample_n}")
+    # the sampler used for the progress grids must work with this schedule before training
+    from facediff.diffusion.sampling import make_scheduler
+
+    try:
+        make_scheduler(cfg.sample.sampler, cfg.diffusion, cfg.sample.steps)
+    except ConfigError:
+        raise
+    except FacediffError as e:
+        raise ConfigError(f"sample: {e}") from e

@@ -78,3 +78,15 @@ def test_missing_model_is_a_clear_error(tmp_path: Path):
         ck.read_model(tmp_path / "nope")
     with pytest.raises(ModelNotFoundError, match="no model in"):
         ck.read_model(tmp_path)
+
+
+def test_export_never_overwrites_a_folder_that_is_not_a_model(tmp_path: Path):
+    from facediff.errors import FacediffError
+
+    (tmp_path / "thesis.txt").write_text("years of work")
+    with pytest.raises(FacediffError, match="refusing to export"):
+        ck.export_model(tmp_path, tiny_config(), {"w": torch.ones(1)})
+    assert (tmp_path / "thesis.txt").read_text() == "years of work"
+    ck.export_model(tmp_path / "m", tiny_config(), {"w": torch.ones(1)})
+    ck.export_model(tmp_path / "m", tiny_config(), {"w": torch.zeros(1)})  # a model: replaced
+    assert ck.read_model(tmp_path / "m")[1]["w"][0] == 0

@@ -128,3 +128,20 @@ def test_sigterm_checkpoints_and_exits(faces_dir: Path, tmp_path: Path):
 
     assert latest_checkpoint(out) is not None
     assert (out / "model" / "weights.safetensors").is_file()
+
+
+def test_data_paths_are_taken_literally(faces_dir: Path, tmp_path: Path):
+    import shutil
+
+    odd = tmp_path / "my faces #1"
+    shutil.copytree(faces_dir, odd)
+    run_dir = tmp_path / "run"
+    assert main(["train", "--out", str(run_dir), *tiny_args(odd), "--max-steps", "1"]) == 0
+    from facediff.config import Config
+
+    assert Config.load(run_dir / "config.yaml").data.path == str(odd.resolve())
+
+
+def test_unknown_device_is_a_clear_error(trained: Path, capsys):
+    assert main(["sample", str(trained), "--device", "gpu"]) == 2
+    assert "unknown --device" in capsys.readouterr().err

@@ -45,7 +45,7 @@ def test_overrides_are_typed():
 @pytest.mark.parametrize("bad, fragment", [
     ("train.foo=1", "valid: batch_size"),
     ("nope.lr=1", "valid: data, model, diffusion, train, sample"),
-    ("train.batch_size=abc", "expected int"),
+    ("train.batch_size=abc", r"expected int"),
     ("train.batch_size=1.5", "expected int"),
     ("diffusion.prediction=eps2", "choose from eps, v, x0"),
     ("data.hflip=maybe", "expected bool"),
@@ -60,12 +60,12 @@ def test_bad_overrides_are_rejected(bad: str, fragment: str):
 def test_unknown_key_in_file_lists_valid_keys(tmp_path: Path):
     f = tmp_path / "c.yaml"
     f.write_text("train:\n  lrr: 0.1\n")
-    with pytest.raises(ConfigError, match="train.lrr.*valid: batch_size"):
+    with pytest.raises(ConfigError, match=r"train\.lrr.*valid: batch_size"):
         Config.load(f)
 
 
 def test_unknown_preset_lists_presets():
-    with pytest.raises(ConfigError, match="available: .*tiny"):
+    with pytest.raises(ConfigError, match=r"available: .*tiny"):
         load_preset("simpsons65")
 
 
@@ -75,7 +75,19 @@ def test_unknown_preset_lists_presets():
     ("model.attention_levels=[9]", "out of range"),
     ("train.batch_size=0", "at least 1"),
     ("data.val_fraction=1.0", "val_fraction"),
+    ("diffusion.beta_schedule=sigmoid", "cannot use this model's schedule"),
+    ("sample.sampler=plms", "unknown sampler"),
+    ("sample.steps=5000", "at most"),
+    ("train.adam_betas=[0.9, 1.5]", "adam_betas"),
+    ("train.warmup_steps=-1", "warmup_steps"),
 ])
 def test_validation(bad: str, fragment: str):
     with pytest.raises(ConfigError, match=fragment):
         resolve_config(preset="simpsons64", overrides=[bad])
+
+
+def test_binary_config_file_is_a_clear_error(tmp_path: Path):
+    f = tmp_path / "c.yaml"
+    f.write_bytes(bytes(range(256)))
+    with pytest.raises(ConfigError, match="not text"):
+        Config.load(f)

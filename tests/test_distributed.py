@@ -26,7 +26,8 @@ def _free_port() -> int:
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
 def test_two_processes_match_one(faces_dir: Path, tmp_path: Path):
     args = ["train", *tiny_args(faces_dir), "--max-steps", "6", "--set", "train.batch_size=8",
-            "--set", "train.checkpoint_every=3"]
+            "--set", "train.checkpoint_every=3", "--set", "data.val_fraction=0.25",
+            "--set", "train.val_every=3", "--set", "train.sample_every=3"]
     one = subprocess.run([sys.executable, "-m", "facediff", *args, "--out",
                           str(tmp_path / "one")], capture_output=True, text=True, env=ENV,
                          timeout=180)
@@ -38,7 +39,13 @@ def test_two_processes_match_one(faces_dir: Path, tmp_path: Path):
         capture_output=True, text=True, env=ENV, timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]
     assert "2 process(es)" in two.stderr
+    assert (tmp_path / "two" / "samples" / "step-0000003.png").is_file()
     assert two.stdout.count("finished at step 6") == 1  # only rank 0 reports and writes
+    vals = []
+    for name in ("one", "two"):
+        rows = (tmp_path / name / "logs" / "metrics.csv").read_text().splitlines()
+        vals.append([float(r.split(",")[6]) for r in rows[1:] if r.split(",")[6]])
+    assert len(vals[0]) == 2 and vals[0] == pytest.approx(vals[1], rel=1e-5)  # split val loss
     for rel in ("model/weights.safetensors", "checkpoints/step-0000006/model.safetensors",
                 "checkpoints/step-0000003/ema.safetensors"):
         a, b = load_file(str(tmp_path / "one" / rel)), load_file(str(tmp_path / "two" / rel))

@@ -53,3 +53,16 @@ def test_loss_is_zero_for_a_perfect_predictor():
 
     loss = obj.loss(Oracle(), x0, eps, torch.tensor([1, 400, 999]))
     assert loss.shape == (3,) and torch.all(loss == 0)
+
+
+@pytest.mark.parametrize("prediction", ["eps", "v", "x0"])
+@pytest.mark.parametrize("rescale", [False, True])
+def test_the_pure_noise_end_keeps_its_weight(prediction: str, rescale: bool):
+    """At t = T-1 (SNR ~ 0, or exactly 0 with zero terminal SNR) eps keeps weight 1, and no
+    prediction type lets the weight collapse to 0 where SNR is exactly 0."""
+    obj = DiffusionObjective(DiffusionConfig(prediction=prediction, rescale_zero_snr=rescale,
+                                             loss_weighting="min_snr"))
+    w = obj.weights(torch.tensor([999]))
+    if prediction == "eps" or rescale:
+        assert w.item() == pytest.approx(1.0)
+    assert torch.isfinite(w).all() and w.item() >= 0

@@ -98,6 +98,9 @@ def test_early_stopping_on_held_out_loss(faces_dir: Path, tmp_path: Path):
     assert ck.latest_checkpoint(tmp_path).name == "step-0000006"
     rows = list(csv.DictReader(open(tmp_path / "logs" / "metrics.csv")))
     assert sum(1 for r in rows if r["val_loss"]) == 3
+    # the best EMA (step 2) is exported apart from the last one
+    assert ck.is_exported_model(tmp_path / "best")
+    assert ck.read_model(tmp_path / "best")[1].keys() == ck.read_model(tmp_path)[1].keys()
 
 
 def test_batch_stream_covers_each_epoch_once_and_is_stateless():
@@ -115,3 +118,33 @@ def test_batch_must_split_over_accumulation(faces_dir: Path, tmp_path: Path):
 
     with pytest.raises(ConfigError, match="divisible"):
         Trainer(tiny_config(faces_dir, "train.grad_accum=3"), tmp_path, progress=False)
+
+
+def test_resume_refuses_a_different_network_and_applies_a_new_lr(faces_dir: Path,
+                                                                  tmp_path: Path):
+    from facediff.errors import ConfigError
+
+    cfg = tiny_config(faces_dir, "train.max_steps=4", "train.warmup_steps=0",
+                      "train.lr_schedule=constant")
+    train(cfg, tmp_path, progress=False, until_step=2)
+    wider = tiny_config(faces_dir, "train.max_steps=4", "model.block_out_channels=[16,48]")
+    with pytest.raises(ConfigError, match="different model"):
+        Trainer(wider, tmp_path, progress=False).fit()
+    eps = tiny_config(faces_dir, "train.max_steps=4", "diffusion.prediction=eps")
+    with pytest.raises(ConfigError, match="different diffusion"):
+        Trainer(eps, tmp_path, progress=False).fit()
+    slower = tiny_config(faces_dir, "train.max_steps=4", "train.warmup_steps=0",
+                         "train.lr_schedule=constant", "train.lr=1e-5")
+    trainer = Trainer(slower, tmp_path, progress=False)
+    trainer.fit()
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-5)
+
+
+def test_grad_clip_zero_means_no_clipping(faces_dir: Path, tmp_path: Path):
+    cfg = tiny_config(faces_dir, "train.max_steps=2", "train.grad_clip=0")
+    trainer = Trainer(cfg, tmp_path, progress=False)
+    before = [p.detach().clone() for p in trainer.unet.parameters()]
+    trainer.fit()
+    moved = sum(float((p.detach() - b).abs().sum())
+                for p, b in zip(trainer.unet.parameters(), before, strict=True))
+    assert moved > 0

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from facediff.data.transforms import image_to_array
@@ -57,9 +57,11 @@ def _decode(path: Path, size: int, channels: int, center_crop: bool) -> tuple:
     try:
         with Image.open(path) as img:
             img.load()
+            img = ImageOps.exif_transpose(img)  # phone photos: apply the stored rotation
             small = min(img.size) < size
             return image_to_array(img, size, channels, center_crop), small, None
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError,
+            Image.DecompressionBombError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         return None, False, reason
 

@@ -69,13 +69,17 @@ class DiffusionObjective:
         if self.cfg.loss_weighting == "none":
             return torch.ones(t.shape, device=t.device)
         snr = compute_snr(self.scheduler, t).float()
-        clipped = snr.clamp(max=self.cfg.snr_gamma)
+        gamma = self.cfg.snr_gamma
+        clipped = snr.clamp(max=gamma)
         p = self.cfg.prediction
-        if p == "eps":
-            return clipped / snr.clamp(min=1e-8)
-        if p == "v":
-            return clipped / (snr + 1)
-        return clipped
+        if p == "eps":  # min(SNR, g) / SNR, written so that SNR -> 0 gives exactly 1
+            w = torch.where(snr < gamma, torch.ones_like(snr), gamma / snr)
+        elif p == "v":
+            w = clipped / (snr + 1)
+        else:
+            w = clipped
+        # zero terminal SNR: the weight would vanish and t = T-1 would go untrained
+        return torch.where(snr == 0, torch.ones_like(w), w)
 
     def loss(
         self, model: torch.nn.Module, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor

@@ -67,8 +67,16 @@ def make_scheduler(name: str, diffusion: DiffusionConfig, steps: int) -> Schedul
     spec = SAMPLERS[name]
     kwargs = {**schedule_kwargs(diffusion), "timestep_spacing": "trailing", **spec.kwargs}
     allowed = inspect.signature(spec.cls.__init__).parameters
-    sched = spec.cls(**{k: v for k, v in kwargs.items() if k in allowed})
-    sched.set_timesteps(steps)
+    if diffusion.rescale_zero_snr and "rescale_betas_zero_snr" not in allowed:
+        raise FacediffError(f"sampler {name!r} does not support diffusion.rescale_zero_snr")
+    try:
+        sched = spec.cls(**{k: v for k, v in kwargs.items() if k in allowed})
+        sched.set_timesteps(steps)
+    except (NotImplementedError, ValueError) as e:
+        raise FacediffError(
+            f"sampler {name!r} cannot use this model's schedule "
+            f"({diffusion.beta_schedule}, {diffusion.prediction}): {e}"
+        ) from e
     return sched
 
 

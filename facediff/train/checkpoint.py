@@ -25,7 +25,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from facediff.config import Config
-from facediff.errors import ModelNotFoundError
+from facediff.errors import FacediffError, ModelNotFoundError
 
 CKPT_DIR = "checkpoints"
 EXPORT_DIR = "model"
@@ -164,6 +164,11 @@ def export_model(
 ) -> Path:
     """Write an exported model (config.yaml + weights.safetensors), atomically."""
     out = Path(out_dir)
+    if out.exists() and not is_exported_model(out) and (not out.is_dir() or any(out.iterdir())):
+        raise FacediffError(
+            f"refusing to export into {out}: it exists and is not an exported model "
+            "(choose a new or empty folder)"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".tmp-{out.name}-{os.getpid()}")
     if tmp.exists():

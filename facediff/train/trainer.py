@@ -64,6 +64,22 @@ def step_seed(seed: int, step: int) -> int:
     return (seed * 1_000_003 + step * 7_919 + 17) % (2**63 - 1)
 
 
+def check_resumable(saved: Config, new: Config) -> None:
+    """A run may change training settings on resume, not what the network is or learns."""
+    fixed = {
+        "model": (saved.model, new.model),
+        "diffusion": (saved.diffusion, new.diffusion),
+        "data.image_size": (saved.data.image_size, new.data.image_size),
+        "data.channels": (saved.data.channels, new.data.channels),
+    }
+    for name, (a, b) in fixed.items():
+        if a != b:
+            raise ConfigError(
+                f"cannot resume with a different {name}: the checkpoint was trained with "
+                f"{a} (start a new run dir to change it)"
+            )
+
+
 def rank_slice(micro_index: int, micro: int, rank: int, world: int) -> slice:
     """This process's part of micro-batch ``micro_index`` of the global batch."""
     per_rank = micro // world
@@ -167,6 +183,7 @@ class Trainer:
         self.best_val: float | None = None
         self.bad_vals = 0
         self._stop_signal: int | None = None
+        self.saved_step: int | None = None
         self.writer: Any = None
 
     # ---- state ----------------------------------------------------------------------------
@@ -185,15 +202,29 @@ class Trainer:
         }
         if torch.cuda.is_available():
             state["rng_cuda"] = torch.cuda.get_rng_state_all()
+        scaler = getattr(self.accelerator, "scaler", None)
+        if scaler is not None:  # fp16 loss scale, so a resumed run does not re-warm it
+            state["grad_scaler"] = scaler.state_dict()
         return state
 
     def resume_from(self, path: Path) -> None:
         c = ckpt.load_checkpoint(path)
+        check_resumable(c["config"], self.cfg)
         self.unet.load_state_dict(c["model"])
         self.ema.load_named_state(self.unet, c["ema"])
         s = c["state"]
         self.optimizer.load_state_dict(s["optimizer"])
         self.lr_scheduler.load_state_dict(s["lr_scheduler"])
+        # the config may change optimiser settings on resume (--set train.lr=...): apply them
+        t = self.cfg.train
+        self.lr_scheduler.base_lrs = [t.lr for _ in self.lr_scheduler.base_lrs]
+        for group, lam in zip(self.optimizer.param_groups, self.lr_scheduler.lr_lambdas,
+                              strict=True):
+            group.update(initial_lr=t.lr, lr=t.lr * lam(self.lr_scheduler.last_epoch),
+                         weight_decay=t.weight_decay, betas=tuple(t.adam_betas))
+        scaler = getattr(self.accelerator, "scaler", None)
+        if scaler is not None and s.get("grad_scaler"):
+            scaler.load_state_dict(s["grad_scaler"])
         self.ema.optimization_step = s["ema_optimization_step"]
         torch.set_rng_state(s["rng_cpu"])
         if "rng_cuda" in s and torch.cuda.is_available():
@@ -216,6 +247,7 @@ class Trainer:
                 self.ema.named_state(self.unet), self._train_state(),
                 self.cfg.train.keep_checkpoints,
             )
+        self.saved_step = self.step
         acc.wait_for_everyone()
 
     def _export(self) -> None:
@@ -260,46 +292,60 @@ class Trainer:
     def _sample_grid(self) -> None:
         acc = self.accelerator
         if acc.is_main_process:
-            s = self.cfg.sample
-            imgs = generate(self._ema_unet(), self.cfg.diffusion, self.cfg.train.sample_n,
-                            s.sampler, s.steps, seed=SAMPLE_SEED,
-                            batch_size=self.cfg.train.sample_n)
-            grid = make_grid(imgs)
-            out = self.run_dir / "samples"
-            out.mkdir(parents=True, exist_ok=True)
-            grid.save(out / f"step-{self.step:07d}.png")
-            self.writer.add_image("samples", np.asarray(grid), self.step, dataformats="HWC"
-                                  if grid.mode == "RGB" else "HW")
+            try:
+                self._write_grid()
+            except Exception as e:  # a preview must never kill (or hang) the run
+                log.warning("could not write the sample grid at step %d: %s", self.step, e)
         acc.wait_for_everyone()
+
+    def _write_grid(self) -> None:
+        s = self.cfg.sample
+        imgs = generate(self._ema_unet(), self.cfg.diffusion, self.cfg.train.sample_n,
+                        s.sampler, s.steps, seed=SAMPLE_SEED,
+                        batch_size=self.cfg.train.sample_n)
+        grid = make_grid(imgs)
+        out = self.run_dir / "samples"
+        out.mkdir(parents=True, exist_ok=True)
+        grid.save(out / f"step-{self.step:07d}.png")
+        self.writer.add_image("samples", np.asarray(grid), self.step, dataformats="HWC"
+                              if grid.mode == "RGB" else "HW")
 
     @torch.no_grad()
     def _val_loss(self) -> float:
         """Loss of the EMA model on the held-out images, with fixed noise and timesteps."""
         assert self.val_images is not None
         unet = self._ema_unet()
+        n = len(self.val_images)
         g = torch.Generator().manual_seed(step_seed(self.cfg.train.seed, -1))
-        total, count = 0.0, 0
-        for start in range(0, len(self.val_images), self.micro):
-            x0 = uint8_to_model(self.val_images[start:start + self.micro]).to(self.device)
-            noise = torch.randn(x0.shape, generator=g).to(self.device)
-            t = self.objective.sample_timesteps(len(x0), g).to(self.device)
+        noise_all = torch.randn((n, *self.val_images.shape[1:]), generator=g)
+        t_all = self.objective.sample_timesteps(n, g)
+        # each process scores its share; the all-reduced sum is the same on every rank, so
+        # every rank takes the same early-stopping decision
+        mine = torch.arange(self.rank, n, self.world)
+        per_batch = max(1, self.micro // self.world)
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        for start in range(0, len(mine), per_batch):
+            idx = mine[start:start + per_batch]
+            x0 = uint8_to_model(self.val_images[idx]).to(self.device)
+            noise = noise_all[idx].permute(0, 3, 1, 2).to(self.device)
+            t = t_all[idx].to(self.device)
             with self.accelerator.autocast():
-                total += float(self.objective.loss(unet, x0, noise, t).sum())
-            count += len(x0)
-        return total / count
+                total += self.objective.loss(unet, x0, noise, t).double().sum()
+        return float(self.accelerator.reduce(total, "sum")) / n
 
     # ---- the loop -------------------------------------------------------------------------
     def _handle_signal(self, signum: int, _frame: Any) -> None:
+        first = self._stop_signal is None
         self._stop_signal = signum
-        signal.signal(signum, signal.SIG_DFL)  # a second signal stops at once
-        if self.accelerator.is_main_process:
+        if first and self.accelerator.is_main_process:
+            # repeats (a launcher forwarding the same signal) are ignored until the
+            # checkpoint is written; SIGKILL still stops at once, and a checkpoint being
+            # written is never left half-done (it is renamed into place when complete)
             tqdm.write(f"received {signal.Signals(signum).name}: saving a checkpoint, then exit")
 
     def _should_stop_for_signal(self) -> bool:
         if self.world == 1:
             return self._stop_signal is not None
-        if self.step % 10:
-            return False
         flag = torch.tensor([1.0 if self._stop_signal else 0.0], device=self.device)
         return bool(self.accelerator.reduce(flag, "sum").item() > 0)
 
@@ -326,8 +372,9 @@ class Trainer:
             with acc.accumulate(self.model):
                 loss = self.objective.loss(self.model, x0, noise, ts).mean()
                 acc.backward(loss)
-                if acc.sync_gradients:
-                    grad_norm = acc.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+                if acc.sync_gradients:  # grad_clip <= 0: no clipping, the norm is still logged
+                    limit = t.grad_clip if t.grad_clip > 0 else float("inf")
+                    grad_norm = acc.clip_grad_norm_(self.model.parameters(), limit)
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
             loss_sum += loss.detach()
@@ -340,15 +387,21 @@ class Trainer:
         """Train to ``train.max_steps`` (or pause at ``until_step``), checkpoint and export."""
         t, acc = self.cfg.train, self.accelerator
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        latest = ckpt.latest_checkpoint(self.run_dir)
-        if latest is not None:
-            self.resume_from(latest)
+        latest = [ckpt.latest_checkpoint(self.run_dir) if acc.is_main_process else None]
+        if self.world > 1:  # rank 0 decides, so every rank resumes from the same step
+            from accelerate.utils import broadcast_object_list
+
+            broadcast_object_list(latest)
+        if latest[0] is not None:
+            self.resume_from(Path(latest[0]))
+            self.saved_step = self.step
         if acc.is_main_process:
             self.cfg.save(self.run_dir / "config.yaml")
             log.info(
                 "training %s (%s): %d images (%d held out), %.2fM parameters, "
                 "%d process(es) on %s, mixed precision %s", self.run_dir,
-                f"preset {self.cfg.preset}" if self.cfg.preset else "default config", len(self.train_images),
+                f"preset {self.cfg.preset}" if self.cfg.preset else "default config",
+                len(self.train_images),
                 0 if self.val_images is None else len(self.val_images),
                 count_parameters(self.unet) / 1e6, self.world, self.device.type,
                 acc.mixed_precision,
@@ -391,17 +444,21 @@ class Trainer:
                     row = row or {"step": self.step, "images": self.step * t.batch_size,
                                   "time": time.time()}
                     row["val_loss"] = val
-                    if self.best_val is None or val < self.best_val - t.early_stop_min_delta:
+                    gain = self.best_val is None or val < self.best_val - t.early_stop_min_delta
+                    if gain:
                         self.best_val, self.bad_vals = val, 0
+                        if acc.is_main_process:  # the best EMA so far, kept apart
+                            ckpt.export_model(self.run_dir / "best", self.cfg,
+                                              self.ema.named_state(self.unet), step=self.step)
                     else:
                         self.bad_vals += 1
                     stop_early = 0 < t.early_stop_patience <= self.bad_vals
                 if row is not None:
                     self._log(row)
-                if self.step % t.sample_every == 0:
-                    self._sample_grid()
                 if self.step % t.checkpoint_every == 0:
                     self._checkpoint()
+                if self.step % t.sample_every == 0:
+                    self._sample_grid()
                 if stop_early:
                     reason = "early_stopped"
                     if acc.is_main_process:
@@ -419,8 +476,7 @@ class Trainer:
             bar.close()
             for s, h in old_handlers.items():
                 signal.signal(s, h)
-        if ckpt.latest_checkpoint(self.run_dir) != self.run_dir / ckpt.CKPT_DIR / \
-                ckpt.checkpoint_name(self.step):
+        if self.saved_step != self.step:
             self._checkpoint()
         if reason not in ("interrupted", "paused") and self.step % t.sample_every:
             self._sample_grid()
