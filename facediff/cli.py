@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model (or resume the run in --out)")
     t.add_argument("--data", help="image folder (recursive; jpg/png/webp/bmp)")
+    t.add_argument("--labels", help="labels file (CSV/TSV/JSON) for an image folder")
     t.add_argument("--out", required=True, help="run dir; an existing run is resumed")
     src = t.add_mutually_exclusive_group()
     src.add_argument("--preset", help="preset name (see `facediff config --list`)")
@@ -109,6 +110,19 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--n", type=_positive("--n"), default=512)
     syn.add_argument("--size", type=_positive("--size"), default=64)
     syn.add_argument("--seed", type=int, default=0)
+    ins = dsub.add_parser("inspect", parents=[common],
+                          help="summarise a dataset: source, sizes, labels; write a grid")
+    ins.add_argument("path", help="image folder, CelebA dir, MNIST dir, HF dataset or name")
+    ins.add_argument("--source", default="auto",
+                     choices=["auto", "folder", "celeba", "hf", "utkface", "mnist"])
+    ins.add_argument("--labels", help="labels file (CSV/TSV/JSON) for an image folder")
+    ins.add_argument("--conditions", help="comma-separated label columns to use")
+    ins.add_argument("--split", help="CelebA: train/val/test; HF: a split name")
+    ins.add_argument("--size", type=_positive("--size"), default=64, help="grid image size")
+    ins.add_argument("--grid", default="dataset_grid.png", help="grid PNG to write")
+    ins.add_argument("--n", type=_positive("--n"), default=64, help="images in the grid")
+    ins.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
+    ins.add_argument("--no-progress", action="store_true")
     return p
 
 
@@ -138,6 +152,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                              config_file=args.config, overrides=overrides)
         if data_path:  # a path is taken as it is, never parsed as YAML
             cfg.data.path = data_path
+        if args.labels:
+            cfg.data.labels = str(Path(args.labels).expanduser().resolve())
     if cfg.data.path:
         cfg.data.path = str(Path(cfg.data.path).expanduser())
     result = train(cfg, run, progress=not args.no_progress)
@@ -210,6 +226,20 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
+    if args.data_command == "inspect":
+        from facediff.config import DataConfig
+        from facediff.data.inspect import inspect_dataset
+
+        cfg = DataConfig(
+            path=args.path if not Path(args.path).expanduser().exists()
+            else str(Path(args.path).expanduser().resolve()),
+            source=args.source, labels=args.labels, split=args.split, image_size=args.size,
+            conditions=[c.strip() for c in args.conditions.split(",") if c.strip()]
+            if args.conditions else None, cache=not args.no_cache,
+        )
+        report = inspect_dataset(cfg, args.grid, n_grid=args.n, progress=not args.no_progress)
+        print(report.text())
+        return 0
     if args.data_command == "synth":
         from facediff.data.synthetic import make_faces
 

@@ -30,13 +30,23 @@ LRSchedule = Literal["cosine", "constant", "linear"]
 @dataclass
 class DataConfig:
     path: str | None = None
-    source: Literal["folder"] = "folder"
+    # auto: detected from the path (CelebA layout, MNIST IDX files, UTKFace names, a Hugging
+    # Face dataset, else an image folder)
+    source: Literal["auto", "folder", "celeba", "hf", "utkface", "mnist"] = "auto"
+    labels: str | None = None  # folder source: a CSV/TSV/JSON labels file
+    conditions: list[str] | None = None  # label columns to use as conditions; None = all
+    split: str | None = None  # CelebA: train/val/test (default all); HF: a split name
+    image_column: str | None = None  # HF: the image column (default: detected)
+    celeba_crop: int = 140  # CelebA: the usual square face crop (px of the 178x218 image)
+    utk_age_bins: list[int] = field(default_factory=lambda: [0, 3, 10, 20, 30, 40, 50, 60, 70])
     image_size: int = 64
     channels: int = 3
     center_crop: bool = True
     hflip: bool = True
     # fraction of images held out for the validation loss (early stopping); 0 = none
     val_fraction: float = 0.0
+    cache: bool = True  # keep decoded images in a memory-mapped cache file
+    cache_dir: str | None = None  # default: $FACEDIFF_CACHE or ~/.cache/facediff
 
 
 @dataclass
@@ -99,12 +109,23 @@ class SampleConfig:
 
 
 @dataclass
+class ConditionEntry:
+    """One condition a model was trained with (see facediff.data.conditions)."""
+
+    name: str = ""
+    kind: Literal["binary", "categorical"] = "binary"
+    values: list[str] = field(default_factory=lambda: ["0", "1"])
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    # the dataset's condition spec, filled in from the data when training starts
+    conditions: list[ConditionEntry] = field(default_factory=list)
     preset: str | None = None
 
     # ---- conversion -------------------------------------------------------------------
@@ -219,9 +240,13 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         return value
     if origin in (list, tuple):
         (item,) = get_args(hint)[:1] or (Any,)
+        if isinstance(value, str) and item is str:  # --set data.conditions=Smiling,Male
+            value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"invalid value for {key}: {value!r} (expected a list)")
         return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, f"{key}.")
     if hint is Any:
         return value
     if hint is bool:

@@ -13,6 +13,18 @@ from facediff.data.synthetic import make_faces
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Never write the decoded-image cache into the user's ~/.cache during tests."""
+    old = os.environ.get("FACEDIFF_CACHE")
+    os.environ["FACEDIFF_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if old is None:
+        os.environ.pop("FACEDIFF_CACHE", None)
+    else:
+        os.environ["FACEDIFF_CACHE"] = old
+
 # a ~60k-parameter U-Net on 16x16 images: fast enough for many short CPU runs
 TINY = [
     "data.image_size=16",

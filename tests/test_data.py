@@ -8,9 +8,16 @@ import pytest
 import torch
 from PIL import Image
 
-from facediff.data.folder import find_images, load_image_folder
+from facediff.config import DataConfig
+from facediff.data import load_data
+from facediff.data.sources.folder import find_images
 from facediff.data.transforms import crop_resize, model_to_uint8, to_mode, uint8_to_model
 from facediff.errors import DataError
+
+
+def load_image_folder(root: Path, size: int, channels: int = 3, progress: bool = False):
+    return load_data(DataConfig(path=str(root), image_size=size, channels=channels,
+                                cache=False), progress=progress)
 
 
 def _save(path: Path, img: Image.Image) -> Path:
@@ -57,7 +64,7 @@ def test_unreadable_files_are_skipped_with_a_count(tmp_path: Path, caplog):
 
 def test_all_unreadable_is_an_error(tmp_path: Path):
     (tmp_path / "a.png").write_bytes(b"garbage")
-    with pytest.raises(DataError, match="none of the 1"):
+    with pytest.raises(DataError, match="none of the 1 images"):
         load_image_folder(tmp_path, 16, progress=False)
 
 

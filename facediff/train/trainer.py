@@ -24,7 +24,7 @@ from accelerate import Accelerator
 from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
-from facediff.config import Config
+from facediff.config import ConditionEntry, Config
 from facediff.data import ImageSet, load_data
 from facediff.data.transforms import uint8_to_model
 from facediff.diffusion.objectives import DiffusionObjective
@@ -71,6 +71,7 @@ def check_resumable(saved: Config, new: Config) -> None:
         "diffusion": (saved.diffusion, new.diffusion),
         "data.image_size": (saved.data.image_size, new.data.image_size),
         "data.channels": (saved.data.channels, new.data.channels),
+        "conditions": ([c.name for c in saved.conditions], [c.name for c in new.conditions]),
     }
     for name, (a, b) in fixed.items():
         if a != b:
@@ -145,7 +146,10 @@ class Trainer:
         data = data if data is not None else load_data(cfg.data, progress=progress and
                                                        acc.is_main_process)
         self.data = data
-        images = torch.from_numpy(data.images)
+        if data.spec is not None and len(data.spec):
+            cfg.conditions = [ConditionEntry(c.name, c.kind, list(c.values))
+                              for c in data.spec.conditions]
+        images = torch.from_numpy(np.array(data.images))  # off the cache's memory map
         n_val = round(len(images) * cfg.data.val_fraction)
         if cfg.data.val_fraction > 0 and n_val == 0:
             n_val = 1

@@ -1,0 +1,104 @@
+"""Decoded-image cache: decode, crop and resize a dataset once, then memory-map it.
+
+Key: the source's fingerprint (file list with sizes and times, labels file bytes, split ...)
+plus the transform (size, channels, crops). Files: ``KEY.u8`` (raw uint8 N x H x W x C) and
+``KEY.json`` (shape, CRC-32, kept indices, skipped files), written atomically with the JSON
+last, so an interrupted build leaves no valid entry. A size or CRC mismatch is detected and
+the entry rebuilt. Measured speed-up: see docs/performance.md and bench/cache.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from facediff.config import DataConfig
+from facediff.data.records import ImageSet, Records, decode_records
+
+log = logging.getLogger(__name__)
+CACHE_VERSION = 1
+
+
+def cache_root(cfg: DataConfig) -> Path:
+    if cfg.cache_dir:
+        return Path(cfg.cache_dir).expanduser()
+    env = os.environ.get("FACEDIFF_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "facediff"
+
+
+def cache_key(records: Records, cfg: DataConfig) -> str:
+    desc = {"v": CACHE_VERSION, "kind": records.kind, "fingerprint": records.fingerprint,
+            "n": len(records), "size": cfg.image_size, "channels": cfg.channels,
+            "center_crop": cfg.center_crop, "crop_box": records.crop_box}
+    return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _crc(arr: np.ndarray, chunk: int = 1 << 26) -> int:
+    flat = arr.reshape(-1)
+    crc = 0
+    for start in range(0, flat.size, chunk):
+        crc = zlib.crc32(memoryview(np.ascontiguousarray(flat[start:start + chunk])), crc)
+    return crc
+
+
+def _load(base: Path, records: Records) -> ImageSet | None:
+    meta_path, data_path = base.with_suffix(".json"), base.with_suffix(".u8")
+    try:
+        meta = json.loads(meta_path.read_text())
+        shape = tuple(meta["shape"])
+        if data_path.stat().st_size != int(np.prod(shape)):
+            raise ValueError("data file has the wrong size")
+        images = np.memmap(data_path, dtype=np.uint8, mode="r", shape=shape)
+        if _crc(images) != meta["crc32"]:
+            raise ValueError("checksum mismatch")
+        kept = meta["kept"]
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as e:
+        log.warning("cache entry %s is corrupt (%s); rebuilding it", base.name, e)
+        return None
+    labels = records.labels[kept] if records.labels is not None else None
+    return ImageSet(images, [records.keys[i] for i in kept], records.root, records.kind,
+                    records.spec, labels, [tuple(s) for s in meta["skipped"]],
+                    meta["upscaled"], list(records.notes), [tuple(s) for s in meta["sizes"]])
+
+
+def _save(base: Path, data: ImageSet, kept: list[int]) -> None:
+    base.parent.mkdir(parents=True, exist_ok=True)
+    tmp = base.with_name(f".{base.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(np.ascontiguousarray(data.images).tobytes())
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, base.with_suffix(".u8"))
+    meta = {"version": CACHE_VERSION, "shape": list(data.images.shape),
+            "crc32": _crc(data.images), "kept": kept, "skipped": data.skipped,
+            "upscaled": data.upscaled, "sizes": data.source_sizes, "root": data.root,
+            "kind": data.kind}
+    tmp_meta = base.with_name(f".{base.name}.{os.getpid()}.json.tmp")
+    tmp_meta.write_text(json.dumps(meta))
+    os.replace(tmp_meta, base.with_suffix(".json"))
+
+
+def load_cached(records: Records, cfg: DataConfig, progress: bool = True) -> ImageSet:
+    """The decoded dataset: from the cache if a valid entry exists, else decoded and cached."""
+    base = cache_root(cfg) / cache_key(records, cfg)
+    hit = _load(base, records) if cfg.cache else None
+    if hit is not None:
+        log.info("using cached images %s (%d images)", base.with_suffix(".u8"), len(hit))
+        return hit
+    data = decode_records(records, cfg.image_size, cfg.channels, cfg.center_crop, progress)
+    if cfg.cache:
+        index = {k: i for i, k in enumerate(records.keys)}
+        kept = [index[n] for n in data.names]
+        try:
+            _save(base, data, kept)
+        except OSError as e:  # a read-only or full disk costs speed, not the run
+            log.warning("could not write the image cache in %s: %s", base.parent, e)
+    return data

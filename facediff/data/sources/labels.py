@@ -1,0 +1,198 @@
+"""A labels file beside an image folder: CSV, TSV or JSON with a file-name column and label
+columns (FairFace's ``fairface_label_train.csv`` with ``file, age, gender, race`` is the model).
+
+Each label column becomes a condition: binary when its values are 0/1, -1/+1, true/false or
+yes/no; categorical otherwise (values in natural order: "3-9" before "10-19"). Empty cells are
+unknown (-1). Images are matched by relative path, else by unique base name; rows naming
+missing images and images without a row are skipped and counted, never guessed.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import hashlib
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from facediff.data.conditions import MISSING, Condition, ConditionSpec
+from facediff.data.records import Records
+from facediff.data.sources.folder import files_fingerprint, find_images
+from facediff.errors import DataError
+
+FILE_COLUMNS = ("file", "filename", "file_name", "image", "image_id", "img", "path", "name",
+                "image_name", "img_name", "id")
+_BINARY_TOKENS = {"0", "1", "-1", "+1", "true", "false", "yes", "no"}
+_MAX_CATEGORIES = 100
+
+
+def read_table(path: Path) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of a CSV/TSV/JSON labels file, all cells as stripped strings."""
+    if not path.is_file():
+        raise DataError(f"labels file not found: {path}")
+    text = path.read_text(encoding="utf-8-sig", errors="replace")
+    if path.suffix.lower() in (".json", ".jsonl"):
+        return _read_json(path, text)
+    dialect = "excel-tab" if path.suffix.lower() == ".tsv" or "\t" in text.split("\n", 1)[0] \
+        else "excel"
+    rows = [r for r in csv.reader(text.splitlines(), dialect=dialect) if any(c.strip()
+                                                                              for c in r)]
+    if len(rows) < 2:
+        raise DataError(f"labels file {path} has no data rows")
+    header = [h.strip() for h in rows[0]]
+    body = []
+    for lineno, r in enumerate(rows[1:], start=2):
+        if len(r) != len(header):
+            raise DataError(f"{path} line {lineno}: {len(r)} cells, header has {len(header)}")
+        body.append([c.strip() for c in r])
+    return header, body
+
+
+def _read_json(path: Path, text: str) -> tuple[list[str], list[list[str]]]:
+    try:
+        if path.suffix.lower() == ".jsonl":
+            data = [json.loads(line) for line in text.splitlines() if line.strip()]
+        else:
+            data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"cannot parse labels file {path}: {e}") from e
+    if isinstance(data, dict):  # {"a.jpg": {"age": ...}, ...}
+        data = [{"file": k, **v} for k, v in data.items() if isinstance(v, dict)]
+    if not isinstance(data, list) or not data or not all(isinstance(d, dict) for d in data):
+        raise DataError(f"labels file {path} must be a list of objects (one per image)")
+    header = list(dict.fromkeys(k for d in data for k in d))
+
+    def cell(v: object) -> str:
+        if v is None:
+            return ""
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        return str(v).strip()
+
+    return header, [[cell(d.get(k)) for k in header] for d in data]
+
+
+def _natural_key(v: str) -> tuple:
+    m = re.match(r"^\s*(-?\d+(?:\.\d+)?)", v)
+    return (0, float(m.group(1)), v) if m else (1, 0.0, v.lower())
+
+
+def column_condition(name: str, cells: Sequence[str]) -> Condition | None:
+    """The condition a column of label cells describes (None: not usable as a condition)."""
+    present = {c for c in cells if c != ""}
+    if not present:
+        return None
+    tokens = {c.lower() for c in present}
+    if (tokens <= _BINARY_TOKENS and len(tokens) <= 2) or tokens <= {"-1", "1", "+1"}:
+        return Condition(name, "binary")
+    if len(present) > _MAX_CATEGORIES:
+        return None
+    return Condition(name, "categorical", sorted(present, key=_natural_key))
+
+
+def encode_column(cond: Condition, cells: Sequence[str]) -> np.ndarray:
+    out = np.full(len(cells), MISSING, dtype=np.int16)
+    for i, c in enumerate(cells):
+        if c != "":
+            out[i] = cond.index_of(c)
+    return out
+
+
+def unknown_name_error(name: str, valid: Sequence[str], what: str = "condition") -> DataError:
+    close = difflib.get_close_matches(name, list(valid), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return DataError(f"unknown {what} {name!r}{hint}; valid: {', '.join(valid)}")
+
+
+def build_conditions(
+    header: Sequence[str], rows: Sequence[Sequence[str]], columns: Sequence[str],
+    wanted: Sequence[str] | None, source: str,
+) -> tuple[ConditionSpec, np.ndarray]:
+    """Spec and labels for ``columns`` (or the ``wanted`` subset of them, in that order)."""
+    usable: dict[str, Condition] = {}
+    for name in columns:
+        j = header.index(name)
+        cond = column_condition(name, [r[j] for r in rows])
+        if cond is not None:
+            usable[name] = cond
+    if wanted is None:
+        names = list(usable)
+    else:
+        names = []
+        lowered = {n.lower(): n for n in columns}
+        for w in wanted:
+            real = w if w in columns else lowered.get(w.lower())
+            if real is None:
+                raise unknown_name_error(w, list(usable) or list(columns))
+            if real not in usable:
+                raise DataError(f"column {real!r} of {source} cannot be a condition "
+                                f"(empty, or more than {_MAX_CATEGORIES} distinct values)")
+            names.append(real)
+    spec = ConditionSpec([usable[n] for n in names])
+    labels = np.stack([encode_column(usable[n], [r[header.index(n)] for r in rows])
+                       for n in names], axis=1) if names else np.zeros((len(rows), 0), np.int16)
+    return spec, labels
+
+
+def labeled_folder_records(root: str | Path, labels_path: str | Path,
+                           wanted: Sequence[str] | None = None) -> Records:
+    r, lp = Path(root), Path(labels_path)
+    header, rows = read_table(lp)
+    lowered = [h.lower() for h in header]
+    file_col = next((lowered.index(c) for c in FILE_COLUMNS if c in lowered), None)
+    if file_col is None:
+        raise DataError(
+            f"labels file {lp} has no file-name column (one of {', '.join(FILE_COLUMNS[:6])}, "
+            f"...); its columns: {', '.join(header)}"
+        )
+    label_cols = [h for i, h in enumerate(header) if i != file_col]
+    if not label_cols:
+        raise DataError(f"labels file {lp} has no label columns besides {header[file_col]!r}")
+    files = find_images(r)
+    by_rel = {p.relative_to(r).as_posix(): p for p in files}
+    by_base: dict[str, list[Path]] = {}
+    for p in files:
+        by_base.setdefault(p.name, []).append(p)
+    matched: dict[Path, int] = {}
+    missing: list[str] = []
+    duplicate: list[str] = []
+    for i, row in enumerate(rows):
+        name = row[file_col].replace("\\", "/").lstrip("./")
+        p = by_rel.get(name)
+        if p is None:
+            cands = by_base.get(Path(name).name, [])
+            p = cands[0] if len(cands) == 1 else None
+        if p is None:
+            missing.append(row[file_col])
+        elif p in matched:
+            duplicate.append(row[file_col])
+        else:
+            matched[p] = i
+    notes = []
+    if missing:
+        notes.append(f"{len(missing)} label rows name missing images (skipped): "
+                     + ", ".join(missing[:3]) + (" ..." if len(missing) > 3 else ""))
+    if duplicate:
+        raise DataError(f"labels file {lp} lists {duplicate[0]!r} more than once")
+    unlabeled = [p for p in files if p not in matched]
+    if unlabeled:
+        notes.append(f"{len(unlabeled)} images have no label row (skipped): "
+                     + ", ".join(str(p.relative_to(r)) for p in unlabeled[:3])
+                     + (" ..." if len(unlabeled) > 3 else ""))
+    kept = [p for p in files if p in matched]
+    if not kept:
+        raise DataError(f"no image in {r} has a row in {lp} (first row names "
+                        f"{rows[0][file_col]!r})")
+    kept_rows = [rows[matched[p]] for p in kept]
+    spec, labels = build_conditions(header, kept_rows, label_cols, wanted, str(lp))
+    digest = hashlib.sha256(lp.read_bytes()).digest()
+    return Records(
+        "folder", str(r), [str(p.relative_to(r)) for p in kept],
+        lambda i: Image.open(kept[i]), spec, labels,
+        files_fingerprint(kept, r, extra=digest + repr(list(wanted or [])).encode()), notes,
+    )
