@@ -37,7 +37,7 @@ class JpegDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> torch.Tensor:
         with Image.open(self.files[i]) as img:
-            return torch.from_numpy(image_to_array(img, self.size, 3, True))
+            return torch.from_numpy(image_to_array(img, self.size, 3, True).copy())
 
 
 def loader_rate(files: list[Path], size: int, batch: int, workers: int, batches: int) -> float:

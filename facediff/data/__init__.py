@@ -11,7 +11,12 @@ __all__ = ["ImageSet", "Records", "load_data"]
 
 def load_data(cfg: DataConfig, progress: bool = True) -> ImageSet:
     """Load the dataset a data config points at (decoded once, then from the cache)."""
+    import logging
+
     from facediff.data.cache import load_cached
     from facediff.data.sources import load_records
 
-    return load_cached(load_records(cfg), cfg, progress)
+    records = load_records(cfg)
+    for note in records.notes:  # skipped rows, unknown labels: said, never silent
+        logging.getLogger("facediff.data").warning("%s", note)
+    return load_cached(records, cfg, progress)
