@@ -13,7 +13,7 @@ from PIL import Image, UnidentifiedImageError
 from facediff.config import DataConfig
 from facediff.data.conditions import Condition, ConditionSpec
 from facediff.data.records import Box, Records
-from facediff.data.sources.folder import IMAGE_EXTENSIONS, files_fingerprint
+from facediff.data.sources.folder import IMAGE_EXTENSIONS, data_root, files_fingerprint
 from facediff.errors import DataError
 
 ATTR_FILE = "list_attr_celeba.txt"
@@ -165,11 +165,7 @@ def _examples(items: list[str]) -> str:
 
 def celeba_records(cfg: DataConfig) -> Records:
     """CelebA images with their 40 attributes, for ``cfg.split`` (None/all, train, val, test)."""
-    if not cfg.path:
-        raise DataError("no data path: pass --data PATH (or set data.path)")
-    root = Path(cfg.path).expanduser()
-    if not root.is_dir():
-        raise DataError(f"data folder not found: {root}")
+    root = data_root(cfg.path)
     attr_path = _attr_file(root)
     if attr_path is None:
         raise DataError(f"{root} is not a CelebA folder: no {ATTR_FILE} (looked in . and Anno/)")

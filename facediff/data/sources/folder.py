@@ -14,6 +14,18 @@ from facediff.errors import DataError
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 
+def data_root(path: str | None) -> Path:
+    """The dataset folder ``data.path`` names; missing or not a folder is one clear error."""
+    if not path:
+        raise DataError("no data path: pass --data PATH (or set data.path)")
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise DataError(f"data folder not found: {root}")
+    if not root.is_dir():
+        raise DataError(f"data path is not a folder: {root}")
+    return root
+
+
 def find_images(root: str | Path) -> list[Path]:
     """All image files under ``root`` (recursive, sorted). A missing or empty folder is an error."""
     r = Path(root)

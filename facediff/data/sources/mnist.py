@@ -14,6 +14,7 @@ from PIL import Image
 from facediff.config import DataConfig
 from facediff.data.conditions import Condition, ConditionSpec
 from facediff.data.records import Records
+from facediff.data.sources.folder import data_root
 from facediff.errors import DataError
 
 IMAGES_MAGIC = 0x00000803
@@ -99,11 +100,7 @@ def _load_split(split: str, images_path: Path, labels_path: Path) -> tuple[np.nd
 
 def mnist_records(cfg: DataConfig) -> Records:
     """MNIST digits (``cfg.split``: None = train then test, whichever exist; train; test)."""
-    if not cfg.path:
-        raise DataError("no data path: pass --data PATH (or set data.path)")
-    root = Path(cfg.path).expanduser()
-    if not root.is_dir():
-        raise DataError(f"data folder not found: {root}")
+    root = data_root(cfg.path)
     pairs = _pairs(root)
     if cfg.split in (None, "", "all"):
         splits = list(pairs)

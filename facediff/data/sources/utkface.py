@@ -17,7 +17,12 @@ from PIL import Image
 from facediff.config import DataConfig
 from facediff.data.conditions import MISSING, Condition, ConditionSpec
 from facediff.data.records import Records
-from facediff.data.sources.folder import IMAGE_EXTENSIONS, files_fingerprint, find_images
+from facediff.data.sources.folder import (
+    IMAGE_EXTENSIONS,
+    data_root,
+    files_fingerprint,
+    find_images,
+)
 from facediff.errors import DataError
 
 GENDERS = ["male", "female"]
@@ -72,9 +77,7 @@ def _examples(items: list[str]) -> str:
 
 def utkface_records(cfg: DataConfig) -> Records:
     """UTKFace images with age (binned), gender and race conditions."""
-    if not cfg.path:
-        raise DataError("no data path: pass --data PATH (or set data.path)")
-    root = Path(cfg.path).expanduser()
+    root = data_root(cfg.path)
     edges = list(cfg.utk_age_bins)
     ages = age_bin_values(edges)
     files = find_images(root)
