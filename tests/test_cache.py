@@ -75,3 +75,19 @@ def test_cache_keeps_skipped_files_and_label_alignment(tmp_path: Path):
     for d in (a, b):
         assert d.names == ["0.png", "2.png"] and d.labels[:, 0].tolist() == [1, 0]
         assert [n for n, _ in d.skipped] == ["1.png"]
+
+
+def test_tampered_metadata_is_rebuilt_not_trusted(tmp_path: Path, caplog):
+    import json
+
+    _faces(tmp_path / "d", 3)
+    good = load_data(_cfg(tmp_path / "d", tmp_path / "c"), progress=False)
+    (meta,) = (tmp_path / "c").glob("*.json")
+    for change in ({"kept": [0, 1]}, {"kept": [0, 1, 7]}, {"sizes": None}, {"version": 0}):
+        m = json.loads(meta.read_text())
+        m.update(change)
+        meta.write_text(json.dumps(m))
+        again = load_data(_cfg(tmp_path / "d", tmp_path / "c"), progress=False)
+        assert again.names == good.names
+        np.testing.assert_array_equal(np.asarray(again.images), good.images)
+    assert caplog.text.count("corrupt") == 4

@@ -111,3 +111,38 @@ def test_labels_file_must_exist(tmp_path: Path):
     _faces(tmp_path, ["a.png"])
     with pytest.raises(DataError, match="labels file not found"):
         _load(tmp_path, tmp_path / "missing.csv")
+
+
+def test_rows_with_a_folder_never_bind_to_a_same_named_file_elsewhere(tmp_path: Path):
+    _faces(tmp_path, ["val/1.jpg", "val/2.jpg"])
+    csv = tmp_path / "train_labels.csv"
+    csv.write_text("file,Male\ntrain/1.jpg,1\ntrain/2.jpg,0\n")
+    with pytest.raises(DataError, match="no image in"):
+        _load(tmp_path / "val", csv)
+    ok = tmp_path / "val_labels.csv"  # rows relative to the parent of data.path still match
+    ok.write_text("file,Male\nval/1.jpg,1\nval/2.jpg,0\n")
+    assert _load(tmp_path / "val", ok).labels[:, 0].tolist() == [1, 0]
+
+
+def test_values_that_mean_the_same_state_are_not_merged(tmp_path: Path):
+    _faces(tmp_path, ["a.png", "b.png"])
+    csv = tmp_path / "l.csv"
+    csv.write_text("file,odd\na.png,0\nb.png,-1\n")
+    d = _load(tmp_path, csv)
+    assert d.spec.get("odd").kind == "categorical" and d.labels[:, 0].tolist() == [1, 0]
+
+
+def test_duplicate_columns_are_an_error(tmp_path: Path):
+    _faces(tmp_path, ["a.png"])
+    csv = tmp_path / "l.csv"
+    csv.write_text("file,Male,Male\na.png,1,0\n")
+    with pytest.raises(DataError, match="more than once"):
+        _load(tmp_path, csv)
+
+
+def test_an_empty_condition_list_means_unconditional(tmp_path: Path):
+    _faces(tmp_path, ["a.png"])
+    csv = tmp_path / "l.csv"
+    csv.write_text("file,Male\na.png,1\n")
+    d = _load(tmp_path, csv, conditions=[])
+    assert not d.spec and d.labels is None

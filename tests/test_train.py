@@ -148,3 +148,21 @@ def test_grad_clip_zero_means_no_clipping(faces_dir: Path, tmp_path: Path):
     moved = sum(float((p.detach() - b).abs().sum())
                 for p, b in zip(trainer.unet.parameters(), before, strict=True))
     assert moved > 0
+
+
+def test_resume_refuses_changed_condition_values(tmp_path: Path):
+    from PIL import Image
+
+    from facediff.errors import ConfigError
+
+    d = tmp_path / "faces"
+    d.mkdir()
+    for i in range(8):
+        Image.new("RGB", (16, 16), (30 * i, 0, 0)).save(d / f"{i}.png")
+    labels = tmp_path / "l.csv"
+    labels.write_text("file,race\n" + "".join(f"{i}.png,{'AB'[i % 2]}\n" for i in range(8)))
+    cfg = tiny_config(d, "train.max_steps=2", f"data.labels={labels}")
+    train(cfg, tmp_path / "run", progress=False, until_step=1)
+    labels.write_text("file,race\n" + "".join(f"{i}.png,{'AC'[i % 2]}\n" for i in range(8)))
+    with pytest.raises(ConfigError, match="different conditions"):
+        Trainer(cfg, tmp_path / "run", progress=False).fit()

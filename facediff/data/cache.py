@@ -10,6 +10,7 @@ the entry rebuilt. Measured speed-up: see docs/performance.md and bench/cache.py
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -51,13 +52,21 @@ def _load(base: Path, records: Records) -> ImageSet | None:
     meta_path, data_path = base.with_suffix(".json"), base.with_suffix(".u8")
     try:
         meta = json.loads(meta_path.read_text())
+        if meta["version"] != CACHE_VERSION:
+            raise ValueError(f"version {meta['version']}")
         shape = tuple(meta["shape"])
         if data_path.stat().st_size != int(np.prod(shape)):
             raise ValueError("data file has the wrong size")
+        kept = [int(i) for i in meta["kept"]]
+        if len(kept) != shape[0] or any(b <= a for a, b in itertools.pairwise(kept)) or \
+                (kept and not 0 <= kept[0] <= kept[-1] < len(records)):
+            raise ValueError("kept indices do not match the images")
+        skipped = [(str(a), str(b)) for a, b in meta["skipped"]]
+        sizes = [(int(w), int(h)) for w, h in meta["sizes"]]
+        upscaled = int(meta["upscaled"])
         images = np.memmap(data_path, dtype=np.uint8, mode="r", shape=shape)
         if _crc(images) != meta["crc32"]:
             raise ValueError("checksum mismatch")
-        kept = meta["kept"]
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as e:
@@ -65,25 +74,28 @@ def _load(base: Path, records: Records) -> ImageSet | None:
         return None
     labels = records.labels[kept] if records.labels is not None else None
     return ImageSet(images, [records.keys[i] for i in kept], records.root, records.kind,
-                    records.spec, labels, [tuple(s) for s in meta["skipped"]],
-                    meta["upscaled"], list(records.notes), [tuple(s) for s in meta["sizes"]])
+                    records.spec, labels, skipped, upscaled, list(records.notes), sizes, kept)
 
 
-def _save(base: Path, data: ImageSet, kept: list[int]) -> None:
+def _save(base: Path, data: ImageSet) -> None:
     base.parent.mkdir(parents=True, exist_ok=True)
     tmp = base.with_name(f".{base.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(np.ascontiguousarray(data.images).tobytes())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, base.with_suffix(".u8"))
-    meta = {"version": CACHE_VERSION, "shape": list(data.images.shape),
-            "crc32": _crc(data.images), "kept": kept, "skipped": data.skipped,
-            "upscaled": data.upscaled, "sizes": data.source_sizes, "root": data.root,
-            "kind": data.kind}
     tmp_meta = base.with_name(f".{base.name}.{os.getpid()}.json.tmp")
-    tmp_meta.write_text(json.dumps(meta))
-    os.replace(tmp_meta, base.with_suffix(".json"))
+    try:
+        with open(tmp, "wb") as f:
+            f.write(np.ascontiguousarray(data.images).tobytes())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, base.with_suffix(".u8"))
+        meta = {"version": CACHE_VERSION, "shape": list(data.images.shape),
+                "crc32": _crc(data.images), "kept": data.kept, "skipped": data.skipped,
+                "upscaled": data.upscaled, "sizes": data.source_sizes, "root": data.root,
+                "kind": data.kind}
+        tmp_meta.write_text(json.dumps(meta))
+        os.replace(tmp_meta, base.with_suffix(".json"))
+    finally:  # a full disk must not be left fuller
+        tmp.unlink(missing_ok=True)
+        tmp_meta.unlink(missing_ok=True)
 
 
 def load_cached(records: Records, cfg: DataConfig, progress: bool = True) -> ImageSet:
@@ -95,10 +107,8 @@ def load_cached(records: Records, cfg: DataConfig, progress: bool = True) -> Ima
         return hit
     data = decode_records(records, cfg.image_size, cfg.channels, cfg.center_crop, progress)
     if cfg.cache:
-        index = {k: i for i, k in enumerate(records.keys)}
-        kept = [index[n] for n in data.names]
         try:
-            _save(base, data, kept)
+            _save(base, data)
         except OSError as e:  # a read-only or full disk costs speed, not the run
             log.warning("could not write the image cache in %s: %s", base.parent, e)
     return data

@@ -57,6 +57,7 @@ class ImageSet:
     upscaled: int = 0
     notes: list[str] = field(default_factory=list)
     source_sizes: list[tuple[int, int]] = field(default_factory=list)  # (w, h) before resize
+    kept: list[int] = field(default_factory=list)  # indices into the Records' keys
 
     def __len__(self) -> int:
         return len(self.images)
@@ -98,6 +99,9 @@ def decode_records(
     n = len(records)
     if n == 0:
         raise DataError(f"no images in {records.root}")
+    if len(set(records.keys)) != n:
+        dup = next(k for k in records.keys if records.keys.count(k) > 1)
+        raise DataError(f"{records.root} lists the image {dup!r} more than once")
     workers = workers or min(8, os.cpu_count() or 1)
     out = np.empty((n, image_size, image_size, channels), dtype=np.uint8)
     keep: list[int] = []
@@ -129,4 +133,4 @@ def decode_records(
     labels = records.labels[keep] if records.labels is not None else None
     return ImageSet(out[:len(keep)], [records.keys[i] for i in keep], records.root,
                     records.kind, records.spec, labels, skipped, upscaled, list(records.notes),
-                    sizes)
+                    sizes, keep)

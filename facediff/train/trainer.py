@@ -71,7 +71,7 @@ def check_resumable(saved: Config, new: Config) -> None:
         "diffusion": (saved.diffusion, new.diffusion),
         "data.image_size": (saved.data.image_size, new.data.image_size),
         "data.channels": (saved.data.channels, new.data.channels),
-        "conditions": ([c.name for c in saved.conditions], [c.name for c in new.conditions]),
+        "conditions": (saved.conditions, new.conditions),  # names, kinds and value order
     }
     for name, (a, b) in fixed.items():
         if a != b:
@@ -146,9 +146,8 @@ class Trainer:
         data = data if data is not None else load_data(cfg.data, progress=progress and
                                                        acc.is_main_process)
         self.data = data
-        if data.spec is not None and len(data.spec):
-            cfg.conditions = [ConditionEntry(c.name, c.kind, list(c.values))
-                              for c in data.spec.conditions]
+        cfg.conditions = [ConditionEntry(c.name, c.kind, list(c.values))
+                          for c in data.spec.conditions] if data.spec is not None else []
         images = torch.from_numpy(np.array(data.images))  # off the cache's memory map
         n_val = round(len(images) * cfg.data.val_fraction)
         if cfg.data.val_fraction > 0 and n_val == 0:

@@ -55,7 +55,7 @@ def load_records(cfg: DataConfig) -> Records:
         if cfg.labels:
             return labeled_folder_records(cfg.path, cfg.labels, cfg.conditions)
         if cfg.conditions:
-            raise DataError("data.conditions needs labels: set data.labels=FILE for a folder")
+            raise DataError("data.conditions needs labels: pass --labels FILE for a folder")
         records = folder_records(cfg.path)
     elif kind == "celeba":
         from facediff.data.sources.celeba import celeba_records
@@ -79,7 +79,12 @@ def load_records(cfg: DataConfig) -> Records:
 
 
 def select_conditions(records: Records, wanted: list[str] | None) -> Records:
+    """None keeps every condition; an empty list keeps none (an unconditional model)."""
+    if wanted is None:
+        return records
     if not wanted:
+        records.spec, records.labels = None, None
+        records.fingerprint += "|none"
         return records
     if records.spec is None or records.labels is None:
         raise DataError(f"{records.root} has no labels to choose conditions from")

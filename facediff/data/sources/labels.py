@@ -88,8 +88,9 @@ def column_condition(name: str, cells: Sequence[str]) -> Condition | None:
     if not present:
         return None
     tokens = {c.lower() for c in present}
-    if (tokens <= _BINARY_TOKENS and len(tokens) <= 2) or tokens <= {"-1", "1", "+1"}:
-        return Condition(name, "binary")
+    binary = Condition(name, "binary")
+    if tokens <= _BINARY_TOKENS and len({binary.index_of(t) for t in tokens}) == len(tokens):
+        return binary  # each value means a different state (not e.g. "0" and "-1")
     if len(present) > _MAX_CATEGORIES:
         return None
     return Condition(name, "categorical", sorted(present, key=_natural_key))
@@ -150,6 +151,9 @@ def labeled_folder_records(root: str | Path, labels_path: str | Path,
             f"labels file {lp} has no file-name column (one of {', '.join(FILE_COLUMNS[:6])}, "
             f"...); its columns: {', '.join(header)}"
         )
+    dupes = sorted({h for h in header if header.count(h) > 1})
+    if dupes:
+        raise DataError(f"labels file {lp} has the column {dupes[0]!r} more than once")
     label_cols = [h for i, h in enumerate(header) if i != file_col]
     if not label_cols:
         raise DataError(f"labels file {lp} has no label columns besides {header[file_col]!r}")
@@ -162,10 +166,14 @@ def labeled_folder_records(root: str | Path, labels_path: str | Path,
     missing: list[str] = []
     duplicate: list[str] = []
     for i, row in enumerate(rows):
-        name = row[file_col].replace("\\", "/").lstrip("./")
+        name = row[file_col].replace("\\", "/").removeprefix("./")
         p = by_rel.get(name)
-        if p is None:
-            cands = by_base.get(Path(name).name, [])
+        if p is None and "/" not in name:  # a bare name: the one file of that name anywhere
+            cands = by_base.get(name, [])
+            p = cands[0] if len(cands) == 1 else None
+        if p is None and "/" in name:  # rows relative to a folder above data.path
+            cands = [q for q in by_base.get(Path(name).name, [])
+                     if q.resolve().as_posix().endswith("/" + name)]
             p = cands[0] if len(cands) == 1 else None
         if p is None:
             missing.append(row[file_col])
@@ -190,6 +198,8 @@ def labeled_folder_records(root: str | Path, labels_path: str | Path,
                         f"{rows[0][file_col]!r})")
     kept_rows = [rows[matched[p]] for p in kept]
     spec, labels = build_conditions(header, kept_rows, label_cols, wanted, str(lp))
+    if not len(spec):  # data.conditions=[]: an unconditional model of the labelled images
+        spec, labels = None, None
     digest = hashlib.sha256(lp.read_bytes()).digest()
     return Records(
         "folder", str(r), [str(p.relative_to(r)) for p in kept],
