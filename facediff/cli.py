@@ -86,6 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--batch-size", type=_positive("--batch-size"), default=16)
     s.add_argument("--eta", type=float, help="DDIM eta (0 deterministic, 1 ancestral)")
+    s.add_argument("--attr", action="append", default=[], metavar="NAME=VALUE",
+                   help="fix an attribute (conditional models), e.g. Smiling=1, race=Asian")
+    s.add_argument("--guidance", type=float, help="classifier-free guidance scale (default 3)")
+    s.add_argument("--guidance-rescale", type=float, help="0..1 (Lin et al. 2023)")
+    s.add_argument("--attr-grid", metavar="NAMES",
+                   help="write attr_grid.png: per attribute (comma-separated, or 'all') a row "
+                        "off and a row on, one column per seed (--n seeds)")
     s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     s.add_argument("--no-grid", action="store_true", help="do not write grid.png")
     s.add_argument("--no-progress", action="store_true")
@@ -187,9 +194,24 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise FacediffError("--device mps requested but MPS is not available")
     model = load(args.model, device=device)
+    if args.attr_grid:
+        from facediff.viz.attributes import attribute_grid
+
+        names = None if args.attr_grid == "all" else [
+            a.strip() for a in args.attr_grid.split(",") if a.strip()]
+        grid = attribute_grid(model, names, n_seeds=args.n, seed=args.seed, steps=args.steps,
+                              sampler=args.sampler, guidance=args.guidance,
+                              base_attrs=args.attr, batch_size=args.batch_size,
+                              progress=not args.no_progress)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        grid.save(out / "attr_grid.png")
+        print(f"wrote {out / 'attr_grid.png'}")
+        return 0
     imgs = model.sample_tensor(args.n, args.steps, args.sampler, seed=args.seed,
                                batch_size=args.batch_size, eta=args.eta,
-                               progress=not args.no_progress)
+                               progress=not args.no_progress, attrs=args.attr,
+                               guidance=args.guidance, guidance_rescale=args.guidance_rescale)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     from facediff.data.transforms import array_to_image
@@ -199,9 +221,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if not args.no_grid:
         make_grid(imgs).save(out / "grid.png")
     s = model.config.sample
+    attrs = f", {' '.join(args.attr)} at guidance " \
+        f"{s.guidance if args.guidance is None else args.guidance}" if args.attr else ""
     print(f"wrote {args.n} images{'' if args.no_grid else ' and grid.png'} to {out} "
-          f"({args.sampler or s.sampler}, {args.steps or s.steps} steps, seed {args.seed}, "
-          f"model {model.source})")
+          f"({args.sampler or s.sampler}, {args.steps or s.steps} steps, seed {args.seed}"
+          f"{attrs}, model {model.source})")
     return 0
 
 

@@ -99,6 +99,10 @@ class TrainConfig:
     val_every: int = 500
     early_stop_patience: int = 0  # validations without improvement before stopping; 0 = off
     early_stop_min_delta: float = 0.0  # a smaller decrease of the validation loss is no gain
+    # conditional models: drop the whole condition (-> unconditional, for guidance) with
+    # probability cond_drop, and each single attribute (-> unspecified) with attr_drop
+    cond_drop: float = 0.1
+    attr_drop: float = 0.1
 
 
 @dataclass
@@ -106,6 +110,8 @@ class SampleConfig:
     sampler: str = "dpmpp"
     steps: int = 25
     eta: float = 0.0  # DDIM only: 0 deterministic, 1 ancestral
+    guidance: float = 3.0  # classifier-free guidance scale when attributes are requested
+    guidance_rescale: float = 0.0  # 0..1, Lin et al. 2023: rescale the guided prediction
 
 
 @dataclass
@@ -359,6 +365,11 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.adam_betas must be in [0, 1), got {t.adam_betas}")
     if t.weight_decay < 0:
         raise ConfigError(f"train.weight_decay must be >= 0, got {t.weight_decay}")
+    for name in ("cond_drop", "attr_drop"):
+        if not 0.0 <= getattr(t, name) < 1.0:
+            raise ConfigError(f"train.{name} must be in [0, 1), got {getattr(t, name)}")
+    if not 0.0 <= cfg.sample.guidance_rescale <= 1.0:
+        raise ConfigError("sample.guidance_rescale must be in [0, 1]")
     if t.sample_n < 1:
         raise ConfigError(f"train.sample_n must be at least 1, got {t.sample_n}")
     # the sampler used for the progress grids must work with this schedule before training

@@ -5,14 +5,14 @@ import torch
 
 from facediff.diffusion.sampling import SAMPLERS, generate, make_scheduler
 from facediff.errors import FacediffError
-from facediff.model import build_unet
+from facediff.model import build_model
 from tests.conftest import tiny_config
 
 
 @pytest.fixture(scope="module")
 def unet():
     torch.manual_seed(0)
-    return build_unet(tiny_config()).eval()
+    return build_model(tiny_config()).eval()
 
 
 @pytest.mark.parametrize("prediction", ["eps", "v", "x0"])

@@ -64,7 +64,11 @@ class ConditionSpec:
         lowered = {c.name.lower(): c for c in self.conditions}
         if name.lower() in lowered:
             return lowered[name.lower()]
-        raise DataError(f"unknown condition {name!r}; valid: {', '.join(self.names)}")
+        import difflib
+
+        close = difflib.get_close_matches(name, self.names, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise DataError(f"unknown condition {name!r}{hint}; valid: {', '.join(self.names)}")
 
     def select(self, names: Sequence[str], labels: np.ndarray) -> tuple[ConditionSpec,
                                                                         np.ndarray]:
@@ -109,3 +113,31 @@ def format_stats(stats: list[dict]) -> str:
             vals = ", ".join(f"{k} {v}" for k, v in s["counts"].items())
             lines.append(f"  {s['name']:<22} categorical  {vals}; unknown {s['unknown']}")
     return "\n".join(lines)
+
+
+def spec_from_entries(entries: Sequence[object]) -> ConditionSpec:
+    """A spec from a config's ``conditions`` list (objects with name, kind, values)."""
+    return ConditionSpec([Condition(e.name, e.kind, list(e.values))  # type: ignore[attr-defined]
+                          for e in entries])
+
+
+def parse_requests(spec: ConditionSpec, requests: Sequence[str]) -> list[int]:
+    """``["Smiling=1", "race=Asian"]`` -> one value index per condition, -1 = unspecified.
+
+    An unknown attribute or value is an error that lists the valid ones.
+    """
+    if requests and not len(spec):
+        raise DataError("this model is unconditional: it was trained without conditions, "
+                        "so --attr cannot be used")
+    out = [MISSING] * len(spec)
+    for req in requests:
+        if "=" not in req:
+            raise DataError(f"--attr {req!r} must look like NAME=VALUE (e.g. Smiling=1)")
+        name, value = (p.strip() for p in req.split("=", 1))
+        cond = spec.get(name)
+        j = spec.conditions.index(cond)
+        if value.lower() in ("any", "?", ""):
+            out[j] = MISSING
+            continue
+        out[j] = cond.index_of(value)
+    return out

@@ -123,8 +123,47 @@ def sample_loop(
     return x.clamp(-1, 1)
 
 
+def guided_denoiser(
+    net: torch.nn.Module,
+    cond: torch.Tensor | None,
+    guidance: float = 1.0,
+    guidance_rescale: float = 0.0,
+) -> Denoiser:
+    """x, t -> prediction, with classifier-free guidance (Ho & Salimans 2022).
+
+    ``cond`` is the (B, slots) soft one-hot condition of each image (None: unconditional).
+    pred = uncond + w (cond - uncond): w = 0 is the unconditional model, w = 1 the
+    conditional one; both halves run in one batched forward pass. ``guidance_rescale``
+    (Lin et al. 2023) matches the guided prediction's std to the conditional one's.
+    """
+    dtype = next(net.parameters()).dtype
+
+    def plain(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if cond is None:
+            return net(x.to(dtype), t).sample
+        return net(x.to(dtype), t, soft=cond).sample
+
+    if cond is None or guidance == 1.0:
+        return plain
+    uncond = net.cond.one_hot(net.unconditional_labels(cond.shape[0], cond.device))
+    if guidance == 0.0:
+        return lambda x, t: net(x.to(dtype), t, soft=uncond).sample
+
+    def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        out = net(torch.cat([x, x]).to(dtype), t, soft=torch.cat([cond, uncond])).sample
+        c, u = out.float().chunk(2)
+        g = u + guidance * (c - u)
+        if guidance_rescale > 0:
+            dims = tuple(range(1, g.ndim))
+            rescaled = g * (c.std(dim=dims, keepdim=True) / g.std(dim=dims, keepdim=True))
+            g = guidance_rescale * rescaled + (1 - guidance_rescale) * g
+        return g
+
+    return guided
+
+
 def generate(
-    unet: torch.nn.Module,
+    net: torch.nn.Module,
     diffusion: DiffusionConfig,
     n: int,
     sampler: str = "dpmpp",
@@ -134,10 +173,17 @@ def generate(
     eta: float = 0.0,
     progress: bool = False,
     callback: Callback | None = None,
+    cond: torch.Tensor | None = None,
+    guidance: float = 1.0,
+    guidance_rescale: float = 0.0,
+    noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Sample ``n`` images with ``unet``; returns uint8 NHWC on the CPU.
+    """Sample ``n`` images with the denoiser ``net``; returns uint8 NHWC on the CPU.
 
-    Image ``i`` depends only on (seed + i, sampler, steps), not on ``batch_size``.
+    ``cond``: soft one-hot conditions, one row for all images or one per image (see
+    facediff.model.conditioning); ``noise``: the initial x_T per image (default: drawn from
+    seed + index). Image ``i`` depends only on (seed + i, sampler, steps, its condition), not
+    on ``batch_size``.
     """
     from tqdm.auto import tqdm
 
@@ -148,17 +194,18 @@ def generate(
     if batch_size < 1:
         raise FacediffError(f"batch size must be at least 1, got {batch_size}")
     make_scheduler(sampler, diffusion, steps)  # validate before any work
-    param = next(unet.parameters())
-    device, dtype = param.device, param.dtype
-    cfg_model = unet.config
+    device = next(net.parameters()).device
+    cfg_model = net.config
     shape = (cfg_model.in_channels, cfg_model.sample_size, cfg_model.sample_size)
-
-    def denoiser(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return unet(x.to(dtype), t).sample
+    if cond is not None:
+        cond = cond.to(device).float()
+        cond = cond.expand(n, -1) if cond.ndim == 1 or cond.shape[0] == 1 else cond
+        if cond.shape[0] != n:
+            raise ValueError(f"cond has {cond.shape[0]} rows for {n} images")
 
     out = []
-    was_training = unet.training
-    unet.eval()
+    was_training = net.training
+    net.eval()
     bar = tqdm(total=n, desc=f"sampling ({sampler}, {steps} steps)", unit="img",
                disable=not progress)
     try:
@@ -166,12 +213,15 @@ def generate(
             for start in range(0, n, batch_size):
                 m = min(batch_size, n - start)
                 gens = generators_for(seed, start, m)
-                x = initial_noise(gens, shape, device)
+                x = initial_noise(gens, shape, device) if noise is None else \
+                    noise[start:start + m].to(device)
+                part = None if cond is None else cond[start:start + m]
+                den = guided_denoiser(net, part, guidance, guidance_rescale)
                 sched = make_scheduler(sampler, diffusion, steps)
-                x = sample_loop(denoiser, sched, x, gens, eta=eta, callback=callback)
+                x = sample_loop(den, sched, x, gens, eta=eta, callback=callback)
                 out.append(model_to_uint8(x).cpu())
                 bar.update(m)
     finally:
         bar.close()
-        unet.train(was_training)
+        net.train(was_training)
     return torch.cat(out)

@@ -6,9 +6,22 @@ import torch
 from diffusers import UNet2DModel
 
 from facediff.config import Config
+from facediff.model.conditioning import ConditionEmbedding, Denoiser
 
 
-def build_unet(cfg: Config) -> UNet2DModel:
+def build_model(cfg: Config) -> Denoiser:
+    """The denoiser for ``cfg``: a U-Net, with a condition embedding if the config has
+    conditions (``cfg.conditions``, filled in from the dataset)."""
+    conditional = bool(cfg.conditions)
+    unet = build_unet(cfg, conditional)
+    if not conditional:
+        return Denoiser(unet)
+    dim = unet.time_embedding.linear_2.out_features
+    sizes = [len(c.values) for c in cfg.conditions]
+    return Denoiser(unet, ConditionEmbedding(sizes, dim))
+
+
+def build_unet(cfg: Config, conditional: bool = False) -> UNet2DModel:
     """A UNet2DModel whose levels, attention, heads and dropout follow ``cfg.model``."""
     m = cfg.model
     levels = len(m.block_out_channels)
@@ -28,6 +41,7 @@ def build_unet(cfg: Config) -> UNet2DModel:
         dropout=m.dropout,
         norm_num_groups=m.norm_num_groups,
         resnet_time_scale_shift=m.resnet_time_scale_shift,
+        class_embed_type="identity" if conditional else None,
     )
 
 

@@ -30,7 +30,7 @@ from facediff.data.transforms import uint8_to_model
 from facediff.diffusion.objectives import DiffusionObjective
 from facediff.diffusion.sampling import generate
 from facediff.errors import ConfigError, FacediffError
-from facediff.model import build_unet, count_parameters
+from facediff.model import build_model, count_parameters
 from facediff.train import checkpoint as ckpt
 from facediff.train.ema import HalfLifeEMA
 from facediff.viz.grid import make_grid
@@ -161,10 +161,17 @@ class Trainer:
         self.val_images = images[torch.from_numpy(order[:n_val])] if n_val else None
         self.train_images = images[torch.from_numpy(np.sort(order[n_val:]))] if n_val else images
         self.train_images = self.train_images.to(self.device)
+        self.train_labels = self.val_labels = None
+        if cfg.conditions and data.labels is not None:
+            labels = torch.from_numpy(data.labels.astype(np.int64))
+            if n_val:
+                self.val_labels = labels[torch.from_numpy(order[:n_val])].to(self.device)
+                labels = labels[torch.from_numpy(np.sort(order[n_val:]))]
+            self.train_labels = labels.to(self.device)
         self.stream = BatchStream(len(self.train_images), t.batch_size, t.seed)
 
         torch.manual_seed(t.seed)
-        self.unet = build_unet(cfg)
+        self.unet = build_model(cfg)  # the denoiser: U-Net (+ condition embedding)
         self.objective = DiffusionObjective(cfg.diffusion)
         opt_kwargs: dict[str, Any] = {}
         if self.device.type == "cuda":
@@ -332,8 +339,9 @@ class Trainer:
             x0 = uint8_to_model(self.val_images[idx]).to(self.device)
             noise = noise_all[idx].permute(0, 3, 1, 2).to(self.device)
             t = t_all[idx].to(self.device)
+            labels = None if self.val_labels is None else self.val_labels[idx.to(self.device)]
             with self.accelerator.autocast():
-                total += self.objective.loss(unet, x0, noise, t).double().sum()
+                total += self.objective.loss(unet, x0, noise, t, labels).double().sum()
         return float(self.accelerator.reduce(total, "sum")) / n
 
     # ---- the loop -------------------------------------------------------------------------
@@ -361,6 +369,13 @@ class Trainer:
         noise_all = torch.randn((t.batch_size, c, h, w), generator=g)
         t_all = self.objective.sample_timesteps(t.batch_size, g)
         flip_all = torch.rand(t.batch_size, generator=g) < 0.5
+        labels_all = None
+        if self.train_labels is not None:  # condition dropout, for guidance and subsets
+            k = self.train_labels.shape[1]
+            drop = (torch.rand(t.batch_size, 1, generator=g) < t.cond_drop) | \
+                (torch.rand(t.batch_size, k, generator=g) < t.attr_drop)
+            labels_all = torch.where(drop.to(self.device), -1,
+                                     self.train_labels[idx.to(self.device)])
         torch.manual_seed(step_seed(t.seed, self.step) + 104_729 * self.rank)  # dropout
         loss_sum = torch.zeros((), device=self.device)
         grad_norm = None
@@ -372,8 +387,9 @@ class Trainer:
                                  x0.flip(3), x0)
             noise = noise_all[sel].to(self.device, non_blocking=True)
             ts = t_all[sel].to(self.device, non_blocking=True)
+            labels = None if labels_all is None else labels_all[sel]
             with acc.accumulate(self.model):
-                loss = self.objective.loss(self.model, x0, noise, ts).mean()
+                loss = self.objective.loss(self.model, x0, noise, ts, labels).mean()
                 acc.backward(loss)
                 if acc.sync_gradients:  # grad_clip <= 0: no clipping, the norm is still logged
                     limit = t.grad_clip if t.grad_clip > 0 else float("inf")
