@@ -97,6 +97,41 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-grid", action="store_true", help="do not write grid.png")
     s.add_argument("--no-progress", action="store_true")
 
+    it = sub.add_parser("interpolate", help="interpolate between seeds or along an attribute")
+    it.add_argument("model", help="exported model dir or run dir")
+    it.add_argument("--seeds", default="0,1", help="two seeds to interpolate between (A,B)")
+    it.add_argument("--sweep", metavar="NAME",
+                    help="instead: fix the noise and sweep this attribute from off to on")
+    it.add_argument("--from", dest="value_from", help="--sweep: start value (default off)")
+    it.add_argument("--to", dest="value_to", help="--sweep: end value (default on)")
+    it.add_argument("--rows", type=_positive("--rows"), default=4,
+                    help="--sweep: one row per seed, from --seed")
+    it.add_argument("--seed", type=int, default=0)
+    it.add_argument("--frames", type=_positive("--frames"), default=8)
+    it.add_argument("--attr", action="append", default=[], metavar="NAME=VALUE",
+                    help="attributes held fixed (conditional models)")
+    it.add_argument("--guidance", type=float)
+    it.add_argument("--sampler")
+    it.add_argument("--steps", type=_positive("--steps"))
+    it.add_argument("--out", default="interpolation.png", help="grid PNG to write")
+    it.add_argument("--device", default="auto")
+
+    ed = sub.add_parser("edit", help="edit attributes of a real face photo")
+    ed.add_argument("photo", help="a face photo (centre-cropped and resized to the model)")
+    ed.add_argument("--model", required=True, help="a conditional model (dir)")
+    ed.add_argument("--attr", action="append", default=[], metavar="NAME=VALUE",
+                    help="attributes to set, e.g. Eyeglasses=1")
+    ed.add_argument("--from-attr", action="append", default=[], metavar="NAME=VALUE",
+                    help="the photo's own attributes (default: unspecified)")
+    ed.add_argument("--method", choices=["ddim", "sdedit"], default="ddim",
+                    help="ddim: invert then regenerate; sdedit: noise to --strength, denoise")
+    ed.add_argument("--strength", type=float, default=0.6, help="sdedit: 0..1")
+    ed.add_argument("--steps", type=_positive("--steps"), default=50)
+    ed.add_argument("--guidance", type=float, default=3.0)
+    ed.add_argument("--seed", type=int, default=0)
+    ed.add_argument("--out", default="edit.png", help="before | after PNG to write")
+    ed.add_argument("--device", default="auto")
+
     c = sub.add_parser("config", help="print a resolved config as YAML, or list presets")
     c.add_argument("--list", action="store_true", help="list the presets")
     src = c.add_mutually_exclusive_group()
@@ -176,24 +211,30 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 130 if result.reason == "interrupted" else 0
 
 
-def cmd_sample(args: argparse.Namespace) -> int:
+def _device(name: str) -> object:
     import torch
 
-    from facediff.api import default_device, load
-    from facediff.viz.grid import make_grid
+    from facediff.api import default_device
 
     try:
-        device = default_device() if args.device == "auto" else torch.device(args.device)
+        device = default_device() if name == "auto" else torch.device(name)
     except RuntimeError:
-        raise FacediffError(f"unknown --device {args.device!r} (auto, cpu, cuda, cuda:N, mps)")\
+        raise FacediffError(f"unknown --device {name!r} (auto, cpu, cuda, cuda:N, mps)")\
             from None
     if device.type == "cuda" and (not torch.cuda.is_available()
                                   or (device.index or 0) >= torch.cuda.device_count()):
-        raise FacediffError(f"--device {args.device} requested but that CUDA device is not "
+        raise FacediffError(f"--device {name} requested but that CUDA device is not "
                             "available")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise FacediffError("--device mps requested but MPS is not available")
-    model = load(args.model, device=device)
+    return device
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from facediff.api import load
+    from facediff.viz.grid import make_grid
+
+    model = load(args.model, device=_device(args.device))
     if args.attr_grid:
         from facediff.viz.attributes import attribute_grid
 
@@ -226,6 +267,62 @@ def cmd_sample(args: argparse.Namespace) -> int:
     print(f"wrote {args.n} images{'' if args.no_grid else ' and grid.png'} to {out} "
           f"({args.sampler or s.sampler}, {args.steps or s.steps} steps, seed {args.seed}"
           f"{attrs}, model {model.source})")
+    return 0
+
+
+def cmd_interpolate(args: argparse.Namespace) -> int:
+    from facediff.api import load
+    from facediff.diffusion.editing import interpolate_attribute, interpolate_seeds
+    from facediff.viz.grid import make_grid
+
+    model = load(args.model, device=_device(args.device))
+    if args.sweep:
+        imgs = interpolate_attribute(model, args.sweep, args.frames, args.seed, args.rows,
+                                     args.value_from, args.value_to, args.steps, args.sampler,
+                                     args.attr, args.guidance)
+        what = f"{args.sweep} swept over {args.frames} frames for seeds {args.seed}.." \
+            f"{args.seed + args.rows - 1}"
+    else:
+        try:
+            a, b = (int(x) for x in args.seeds.split(","))
+        except ValueError:
+            raise FacediffError(f"--seeds must be two integers A,B, got {args.seeds!r}") \
+                from None
+        imgs = interpolate_seeds(model, a, b, args.frames, args.steps, args.sampler,
+                                 args.attr, args.guidance)
+        what = f"seed {a} to seed {b} in {args.frames} frames"
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    make_grid(imgs, nrow=args.frames).save(out)
+    print(f"wrote {out} ({what})")
+    return 0
+
+
+def cmd_edit(args: argparse.Namespace) -> int:
+    import torch
+
+    from facediff.api import load
+    from facediff.diffusion.editing import edit_photo, load_photo
+    from facediff.viz.grid import make_grid
+
+    model = load(args.model, device=_device(args.device))
+    if not args.attr:
+        raise FacediffError("give at least one --attr NAME=VALUE to change")
+    photo = load_photo(args.photo, model).to(model.device)
+    src = model.labels(args.from_attr)
+    dst = src.clone()
+    changes = model.labels(args.attr)
+    dst[changes >= 0] = changes[changes >= 0]
+    after = edit_photo(model, photo, src, dst, args.method, args.steps, args.guidance,
+                       args.strength, args.seed)
+    from facediff.data.transforms import model_to_uint8
+
+    before = model_to_uint8(photo.cpu())[0]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    make_grid(torch.stack([before, after]), nrow=2).save(out)
+    print(f"wrote {out} (before | after: {' '.join(args.attr)}, {args.method}, "
+          f"{args.steps} steps, guidance {args.guidance})")
     return 0
 
 
@@ -272,7 +369,8 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "config": cmd_config,
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "interpolate": cmd_interpolate,
+            "edit": cmd_edit, "config": cmd_config,
             "export": cmd_export, "data": cmd_data}
 
 
