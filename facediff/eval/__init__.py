@@ -1,0 +1,1 @@
+"""Evaluation: attribute classifier (and, with the evaluation issue, FID/KID/PR)."""

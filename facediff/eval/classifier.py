@@ -1,0 +1,131 @@
+"""A small attribute classifier: judges whether generated faces show the requested values.
+
+One convolutional trunk and one softmax head per condition (a binary attribute is a 2-way
+head); unknown labels (-1) are left out of the loss. Small on purpose: it is a measuring
+instrument trained in minutes on a CPU, reported with its held-out accuracy so that control
+accuracies measured with it can be read against it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from facediff.data.conditions import ConditionSpec
+from facediff.data.transforms import uint8_to_model
+
+
+class AttributeClassifier(nn.Module):
+    def __init__(self, sizes: list[int], channels: int = 3, width: int = 32) -> None:
+        super().__init__()
+        self.sizes = list(sizes)
+        w = width
+
+        def block(cin: int, cout: int, stride: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1), nn.GroupNorm(8, cout),
+                                 nn.SiLU())
+
+        self.trunk = nn.Sequential(block(channels, w, 1), block(w, w, 1), block(w, 2 * w, 2),
+                                   block(2 * w, 2 * w, 1), block(2 * w, 4 * w, 2),
+                                   block(4 * w, 4 * w, 1), block(4 * w, 8 * w, 2),
+                                   nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2))
+        self.head = nn.Linear(8 * w, sum(sizes))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Images in [-1, 1] -> one logits tensor per condition."""
+        return list(torch.split(self.head(self.trunk(x)), self.sizes, dim=1))
+
+    def loss(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        total = x.new_zeros(())
+        for j, logits in enumerate(self(x)):
+            y = labels[:, j]
+            known = y >= 0
+            if known.any():
+                total = total + F.cross_entropy(logits[known], y[known])
+        return total / len(self.sizes)
+
+    @torch.no_grad()
+    def predict(self, images_u8: torch.Tensor, batch: int = 256) -> torch.Tensor:
+        """uint8 NHWC images -> predicted value index per condition, (N, K)."""
+        self.eval()
+        out = []
+        for s in range(0, len(images_u8), batch):
+            x = uint8_to_model(images_u8[s:s + batch])
+            out.append(torch.stack([lg.argmax(1) for lg in self(x)], dim=1))
+        return torch.cat(out)
+
+
+@dataclass
+class TrainedClassifier:
+    model: AttributeClassifier
+    spec: ConditionSpec
+    accuracy: dict[str, float]  # held-out accuracy per condition
+    majority: dict[str, float]  # accuracy of always guessing the most common value
+
+
+def train_classifier(
+    images: np.ndarray, labels: np.ndarray, spec: ConditionSpec, val_images: np.ndarray,
+    val_labels: np.ndarray, epochs: int = 15, batch: int = 128, lr: float = 2e-3,
+    seed: int = 0, progress: bool = True,
+) -> TrainedClassifier:
+    """Train on uint8 NHWC images with (N, K) labels; report held-out accuracy."""
+    from tqdm.auto import tqdm
+
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    model = AttributeClassifier([len(c.values) for c in spec.conditions], images.shape[-1])
+    x_all = torch.from_numpy(np.array(images))
+    y_all = torch.from_numpy(labels.astype(np.int64))
+    steps = epochs * max(1, len(x_all) // batch)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps)
+    model.train()
+    for _ in tqdm(range(steps), desc="training classifier", disable=not progress):
+        idx = torch.randint(0, len(x_all), (batch,), generator=g)
+        x = uint8_to_model(x_all[idx])
+        flip = torch.rand(batch, generator=g) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(3), x)
+        loss = model.loss(x, y_all[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    pred = model.predict(torch.from_numpy(np.array(val_images))).numpy()
+    acc, majority = {}, {}
+    for j, c in enumerate(spec.conditions):
+        known = val_labels[:, j] >= 0
+        y = val_labels[known, j]
+        acc[c.name] = float((pred[known, j] == y).mean())
+        majority[c.name] = float(np.bincount(y, minlength=len(c.values)).max() / len(y))
+    return TrainedClassifier(model, spec, acc, majority)
+
+
+def save_classifier(clf: TrainedClassifier, path: str | Path) -> None:
+    import json
+
+    p = Path(path)
+    p.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in clf.model.state_dict().items()},
+              str(p / "weights.safetensors"))
+    (p / "classifier.json").write_text(json.dumps(
+        {"conditions": clf.spec.to_list(), "channels": clf.model.trunk[0][0].in_channels,
+         "accuracy": clf.accuracy,
+         "majority": clf.majority}, indent=1))
+
+
+def load_classifier(path: str | Path) -> TrainedClassifier:
+    import json
+
+    p = Path(path)
+    meta = json.loads((p / "classifier.json").read_text())
+    spec = ConditionSpec.from_list(meta["conditions"])
+    model = AttributeClassifier([len(c.values) for c in spec.conditions],
+                                meta.get("channels", 3))
+    model.load_state_dict(load_file(str(p / "weights.safetensors")))
+    return TrainedClassifier(model.eval(), spec, meta["accuracy"], meta["majority"])
