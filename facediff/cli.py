@@ -57,14 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     common.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    _add = sub.add_parser
 
-    def add_parser(name: str, **kw: object) -> argparse.ArgumentParser:
-        return _add(name, parents=[common], **kw)
+    def add(name: str, help: str) -> argparse.ArgumentParser:  # every command takes -q
+        return sub.add_parser(name, parents=[common], help=help)
 
-    sub.add_parser = add_parser  # type: ignore[method-assign]
-
-    t = sub.add_parser("train", help="train a model (or resume the run in --out)")
+    t = add("train", "train a model (or resume the run in --out)")
     t.add_argument("--data", help="image folder (recursive; jpg/png/webp/bmp)")
     t.add_argument("--labels", help="labels file (CSV/TSV/JSON) for an image folder")
     t.add_argument("--out", required=True, help="run dir; an existing run is resumed")
@@ -77,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="shortcut for --set train.max_steps=N")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    s = sub.add_parser("sample", help="generate images from a trained model")
+    s = add("sample", "generate images from a trained model")
     s.add_argument("model", help="exported model dir or run dir")
     s.add_argument("--n", type=_positive("--n"), default=16, help="number of images")
     s.add_argument("--out", default="samples", help="output folder (default: samples)")
@@ -97,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-grid", action="store_true", help="do not write grid.png")
     s.add_argument("--no-progress", action="store_true")
 
-    it = sub.add_parser("interpolate", help="interpolate between seeds or along an attribute")
+    it = add("interpolate", "interpolate between seeds or along an attribute")
     it.add_argument("model", help="exported model dir or run dir")
     it.add_argument("--seeds", default="0,1", help="two seeds to interpolate between (A,B)")
     it.add_argument("--sweep", metavar="NAME",
@@ -116,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     it.add_argument("--out", default="interpolation.png", help="grid PNG to write")
     it.add_argument("--device", default="auto")
 
-    ed = sub.add_parser("edit", help="edit attributes of a real face photo")
+    ed = add("edit", "edit attributes of a real face photo")
     ed.add_argument("photo", help="a face photo (centre-cropped and resized to the model)")
     ed.add_argument("--model", required=True, help="a conditional model (dir)")
     ed.add_argument("--attr", action="append", default=[], metavar="NAME=VALUE",
@@ -132,19 +129,19 @@ def build_parser() -> argparse.ArgumentParser:
     ed.add_argument("--out", default="edit.png", help="before | after PNG to write")
     ed.add_argument("--device", default="auto")
 
-    c = sub.add_parser("config", help="print a resolved config as YAML, or list presets")
+    c = add("config", "print a resolved config as YAML, or list presets")
     c.add_argument("--list", action="store_true", help="list the presets")
     src = c.add_mutually_exclusive_group()
     src.add_argument("--preset")
     src.add_argument("--config")
     c.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
-    e = sub.add_parser("export", help="export a run's EMA weights as a model dir")
+    e = add("export", "export a run's EMA weights as a model dir")
     e.add_argument("run", help="run dir")
     e.add_argument("--out", required=True, help="output model dir")
     e.add_argument("--half", action="store_true", help="store weights in float16")
 
-    d = sub.add_parser("data", help="dataset tools")
+    d = add("data", "dataset tools")
     dsub = d.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
     syn = dsub.add_parser("synth", parents=[common],
                           help="draw a folder of cartoon faces (no download needed)")

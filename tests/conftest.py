@@ -66,3 +66,13 @@ def tiny_args(data: Path | None = None, *extra: str) -> list[str]:
     for o in [*TINY, *extra]:
         args += ["--set", o]
     return args
+
+
+def plain_faces(folder: Path, n: int = 8, size: int = 16) -> Path:
+    """``n`` flat-coloured images 0.png .. (n-1).png in ``folder`` (for labels-file tests)."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        Image.new("RGB", (size, size), (30 * i % 256, 0, 0)).save(folder / f"{i}.png")
+    return folder

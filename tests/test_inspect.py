@@ -41,12 +41,9 @@ def test_inspect_bad_path_is_one_line(tmp_path: Path, capsys):
 
 def test_training_on_labels_records_the_condition_spec(tmp_path: Path):
     from facediff.config import Config
-    from tests.conftest import tiny_args
+    from tests.conftest import plain_faces, tiny_args
 
-    d = tmp_path / "faces"
-    d.mkdir()
-    for i in range(8):
-        Image.new("RGB", (16, 16), (30 * i, 0, 0)).save(d / f"{i}.png")
+    d = plain_faces(tmp_path / "faces")
     labels = tmp_path / "l.csv"
     labels.write_text("file,Male,race\n" + "".join(
         f"{i}.png,{i % 2},{['White', 'Black'][i // 4]}\n" for i in range(8)))

@@ -151,14 +151,10 @@ def test_grad_clip_zero_means_no_clipping(faces_dir: Path, tmp_path: Path):
 
 
 def test_resume_refuses_changed_condition_values(tmp_path: Path):
-    from PIL import Image
-
     from facediff.errors import ConfigError
+    from tests.conftest import plain_faces
 
-    d = tmp_path / "faces"
-    d.mkdir()
-    for i in range(8):
-        Image.new("RGB", (16, 16), (30 * i, 0, 0)).save(d / f"{i}.png")
+    d = plain_faces(tmp_path / "faces")
     labels = tmp_path / "l.csv"
     labels.write_text("file,race\n" + "".join(f"{i}.png,{'AB'[i % 2]}\n" for i in range(8)))
     cfg = tiny_config(d, "train.max_steps=2", f"data.labels={labels}")

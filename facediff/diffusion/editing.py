@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -31,6 +32,9 @@ from facediff.diffusion.sampling import (
 )
 from facediff.errors import FacediffError
 
+if TYPE_CHECKING:
+    from facediff.api import FaceModel
+
 
 def slerp(a: torch.Tensor, b: torch.Tensor, alpha: float) -> torch.Tensor:
     """Spherical interpolation between two noise tensors."""
@@ -44,20 +48,20 @@ def slerp(a: torch.Tensor, b: torch.Tensor, alpha: float) -> torch.Tensor:
     return (wa * a.double() + wb * b.double()).to(a.dtype)
 
 
-def _ddim_kwargs(model: object) -> dict:
-    kw = {**schedule_kwargs(model.config.diffusion),  # type: ignore[attr-defined]
+def _ddim_kwargs(model: FaceModel) -> dict:
+    kw = {**schedule_kwargs(model.config.diffusion),
           "timestep_spacing": "trailing", "clip_sample": False}
     if kw.pop("rescale_betas_zero_snr"):
         kw["rescale_betas_zero_snr"] = True
     return kw
 
 
-def _noise_shape(model: object) -> tuple[int, int, int]:
-    c = model.net.config  # type: ignore[attr-defined]
+def _noise_shape(model: FaceModel) -> tuple[int, int, int]:
+    c = model.net.config
     return (c.in_channels, c.sample_size, c.sample_size)
 
 
-def load_photo(path: str | Path, model: object) -> torch.Tensor:
+def load_photo(path: str | Path, model: FaceModel) -> torch.Tensor:
     """A photo as the model sees it: centre crop, resize, [-1, 1], shape (1, C, H, W)."""
     p = Path(path)
     if not p.is_file():
@@ -72,10 +76,10 @@ def load_photo(path: str | Path, model: object) -> torch.Tensor:
 
 
 @torch.no_grad()
-def ddim_invert(model: object, x0: torch.Tensor, cond: torch.Tensor | None,
+def ddim_invert(model: FaceModel, x0: torch.Tensor, cond: torch.Tensor | None,
                 steps: int = 50) -> torch.Tensor:
     """x_0 -> x_T along the deterministic DDIM path, conditioned on ``cond`` (no guidance)."""
-    net = model.net  # type: ignore[attr-defined]
+    net = model.net
     sched = DDIMInverseScheduler(**_ddim_kwargs(model))
     sched.set_timesteps(steps)
     den = guided_denoiser(net, cond, 1.0)
@@ -86,11 +90,11 @@ def ddim_invert(model: object, x0: torch.Tensor, cond: torch.Tensor | None,
 
 
 @torch.no_grad()
-def ddim_generate(model: object, xT: torch.Tensor, cond: torch.Tensor | None,
+def ddim_generate(model: FaceModel, xT: torch.Tensor, cond: torch.Tensor | None,
                   steps: int = 50, guidance: float = 1.0,
                   start: int | None = None) -> torch.Tensor:
     """Deterministic DDIM from ``xT`` (or, with ``start``, from an x_t at that timestep)."""
-    net = model.net  # type: ignore[attr-defined]
+    net = model.net
     sched = DDIMScheduler(**_ddim_kwargs(model), set_alpha_to_one=True)
     sched.set_timesteps(steps)
     if start is not None:
@@ -101,13 +105,13 @@ def ddim_generate(model: object, xT: torch.Tensor, cond: torch.Tensor | None,
 
 
 def edit_photo(
-    model: object, photo: torch.Tensor, src_labels: torch.Tensor, dst_labels: torch.Tensor,
+    model: FaceModel, photo: torch.Tensor, src_labels: torch.Tensor, dst_labels: torch.Tensor,
     method: str = "ddim", steps: int = 50, guidance: float = 3.0, strength: float = 0.6,
     seed: int = 0,
 ) -> torch.Tensor:
     """Edit a (1, C, H, W) photo from ``src_labels`` to ``dst_labels``; returns uint8 HWC."""
-    src = model.cond(src_labels)  # type: ignore[attr-defined]
-    dst = model.cond(dst_labels)  # type: ignore[attr-defined]
+    src = model.cond(src_labels)
+    dst = model.cond(dst_labels)
     if method == "ddim":
         xT = ddim_invert(model, photo, src, steps)
         out = ddim_generate(model, xT, dst, steps, guidance)
@@ -116,7 +120,7 @@ def edit_photo(
             raise FacediffError(f"--strength must be in (0, 1], got {strength}")
         sched = DDIMScheduler(**_ddim_kwargs(model), set_alpha_to_one=True)
         sched.set_timesteps(steps)
-        total = model.config.diffusion.num_train_timesteps  # type: ignore[attr-defined]
+        total = model.config.diffusion.num_train_timesteps
         t_max = int(strength * (total - 1))
         kept = sched.timesteps[sched.timesteps <= t_max]
         if len(kept) == 0:
@@ -132,7 +136,7 @@ def edit_photo(
 
 
 def interpolate_seeds(
-    model: object, seed_a: int, seed_b: int, frames: int, steps: int | None = None,
+    model: FaceModel, seed_a: int, seed_b: int, frames: int, steps: int | None = None,
     sampler: str | None = None, attrs: Sequence[str] = (), guidance: float | None = None,
 ) -> torch.Tensor:
     """``frames`` images from seed_a's noise to seed_b's (slerp); uint8 NHWC."""
@@ -142,13 +146,13 @@ def interpolate_seeds(
     a = initial_noise(generators_for(seed_a, 0, 1), shape, torch.device("cpu"))[0]
     b = initial_noise(generators_for(seed_b, 0, 1), shape, torch.device("cpu"))[0]
     noise = torch.stack([slerp(a, b, i / (frames - 1)) for i in range(frames)])
-    return model.sample_tensor(  # type: ignore[attr-defined]
+    return model.sample_tensor(
         frames, steps, sampler, seed=seed_a, batch_size=frames, attrs=attrs,
         guidance=guidance, noise=noise)
 
 
 def interpolate_attribute(
-    model: object, name: str, frames: int, seed: int = 0, rows: int = 1,
+    model: FaceModel, name: str, frames: int, seed: int = 0, rows: int = 1,
     value_from: str | None = None, value_to: str | None = None,
     steps: int | None = None, sampler: str | None = None, attrs: Sequence[str] = (),
     guidance: float | None = None,
@@ -158,20 +162,20 @@ def interpolate_attribute(
     ``value_to`` (default on / the last); uint8 (rows * frames) HWC, row-major."""
     if frames < 2:
         raise FacediffError(f"--frames must be at least 2, got {frames}")
-    spec = model.spec  # type: ignore[attr-defined]
+    spec = model.spec
     cond = spec.get(name)
     base = [a for a in attrs if a.split("=")[0].strip().lower() != cond.name.lower()]
     lo = value_from if value_from is not None else cond.values[0]
     hi = value_to if value_to is not None else cond.values[-1]
-    ca = model.cond(model.labels([*base, f"{cond.name}={lo}"]))  # type: ignore[attr-defined]
-    cb = model.cond(model.labels([*base, f"{cond.name}={hi}"]))  # type: ignore[attr-defined]
+    ca = model.cond(model.labels([*base, f"{cond.name}={lo}"]))
+    cb = model.cond(model.labels([*base, f"{cond.name}={hi}"]))
     alphas = [i / (frames - 1) for i in range(frames)]
     soft = torch.cat([(1 - a) * ca + a * cb for a in alphas])
     shape = _noise_shape(model)
     out = []
     for r in range(rows):
         x = initial_noise(generators_for(seed + r, 0, 1), shape, torch.device("cpu"))
-        out.append(model.sample_tensor(  # type: ignore[attr-defined]
+        out.append(model.sample_tensor(
             frames, steps, sampler, seed=seed + r, batch_size=frames, cond=soft,
             guidance=guidance, noise=x.expand(frames, *shape).clone()))
     return torch.cat(out)

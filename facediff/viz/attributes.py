@@ -7,22 +7,26 @@ attribute changes.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image, ImageDraw
 
 from facediff.viz.grid import make_grid
 
+if TYPE_CHECKING:
+    from facediff.api import FaceModel
+
 
 def attribute_grid(
-    model: object, names: Sequence[str] | None = None, n_seeds: int = 6, seed: int = 0,
+    model: FaceModel, names: Sequence[str] | None = None, n_seeds: int = 6, seed: int = 0,
     steps: int | None = None, sampler: str | None = None, guidance: float | None = None,
     base_attrs: Sequence[str] = (), batch_size: int = 16, progress: bool = False,
 ) -> Image.Image:
-    """A labelled grid; ``names`` default to the model's binary attributes."""
+    """A labelled grid; ``names`` default to all of the model's conditions."""
     from facediff.errors import FacediffError
 
-    spec = model.spec  # type: ignore[attr-defined]
+    spec = model.spec
     if not len(spec):
         raise FacediffError("this model is unconditional: it has no attributes to switch")
     if names is None:
@@ -33,7 +37,7 @@ def attribute_grid(
         values = cond.values if cond.kind == "categorical" else ["0", "1"]
         for v in values:
             attrs = [a for a in base_attrs if a.split("=")[0].strip() != cond.name]
-            imgs = model.sample_tensor(  # type: ignore[attr-defined]
+            imgs = model.sample_tensor(
                 n_seeds, steps, sampler, seed=seed, batch_size=batch_size,
                 attrs=[*attrs, f"{cond.name}={v}"], guidance=guidance, progress=progress)
             rows.append(imgs)
