@@ -162,6 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--n", type=_positive("--n"), default=64, help="images in the grid")
     ins.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
     ins.add_argument("--no-progress", action="store_true")
+
+    from facediff.eval.commands import add_parsers
+
+    add_parsers(add, _positive, common)
     return p
 
 
@@ -366,9 +370,21 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from facediff.eval.commands import cmd_eval as run
+
+    return run(args)
+
+
+def cmd_classifier(args: argparse.Namespace) -> int:
+    from facediff.eval.commands import cmd_classifier as run
+
+    return run(args)
+
+
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "interpolate": cmd_interpolate,
-            "edit": cmd_edit, "config": cmd_config,
-            "export": cmd_export, "data": cmd_data}
+            "edit": cmd_edit, "config": cmd_config, "export": cmd_export, "data": cmd_data,
+            "eval": cmd_eval, "classifier": cmd_classifier}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -103,6 +103,12 @@ class TrainConfig:
     # probability cond_drop, and each single attribute (-> unspecified) with attr_drop
     cond_drop: float = 0.1
     attr_drop: float = 0.1
+    # FID/KID/precision/recall of eval_n EMA samples (the sample config's sampler and steps)
+    # against eval_ref_n training images every eval_every steps; 0 = off. The best FID is
+    # exported to RUN/best-fid/. Costs eval_n sampling runs and feature passes each time.
+    eval_every: int = 0
+    eval_n: int = 500
+    eval_ref_n: int = 5000
 
 
 @dataclass
@@ -372,6 +378,11 @@ def validate(cfg: Config) -> None:
         raise ConfigError("sample.guidance_rescale must be in [0, 1]")
     if t.sample_n < 1:
         raise ConfigError(f"train.sample_n must be at least 1, got {t.sample_n}")
+    if t.eval_every < 0:
+        raise ConfigError(f"train.eval_every must be >= 0 (0 = off), got {t.eval_every}")
+    for name in ("eval_n", "eval_ref_n"):
+        if getattr(t, name) < 4:
+            raise ConfigError(f"train.{name} must be at least 4, got {getattr(t, name)}")
     # the sampler used for the progress grids must work with this schedule before training
     from facediff.diffusion.sampling import make_scheduler
 

@@ -22,13 +22,13 @@ CONDS = [ConditionEntry("Smiling", "binary", ["0", "1"]),
          ConditionEntry("hair", "categorical", ["blond", "dark", "red"])]
 
 
-@pytest.fixture()
-def labelled(tmp_path: Path) -> tuple[Path, Path]:
-    d = tmp_path / "faces"
+def write_labelled(root: Path, n: int = 16) -> tuple[Path, Path]:
+    """``n`` 16 px images whose colour is a hair value and whose white bar is a smile."""
+    d = root / "faces"
     d.mkdir()
     rng = np.random.default_rng(0)
     rows = []
-    for i in range(16):
+    for i in range(n):
         smiling, hair = i % 2, ["blond", "dark", "red"][i % 3]
         color = {"blond": (230, 200, 80), "dark": (30, 20, 10), "red": (200, 40, 20)}[hair]
         arr = np.full((16, 16, 3), color, np.uint8)
@@ -36,9 +36,14 @@ def labelled(tmp_path: Path) -> tuple[Path, Path]:
         arr += rng.integers(0, 8, arr.shape, dtype=np.uint8)
         Image.fromarray(arr).save(d / f"{i}.png")
         rows.append(f"{i}.png,{smiling},{hair}")
-    labels = tmp_path / "labels.csv"
+    labels = root / "labels.csv"
     labels.write_text("file,Smiling,hair\n" + "\n".join(rows) + "\n")
     return d, labels
+
+
+@pytest.fixture()
+def labelled(tmp_path: Path) -> tuple[Path, Path]:
+    return write_labelled(tmp_path)
 
 
 def _net():

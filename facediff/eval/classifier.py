@@ -22,9 +22,11 @@ from facediff.data.transforms import uint8_to_model
 
 
 class AttributeClassifier(nn.Module):
-    def __init__(self, sizes: list[int], channels: int = 3, width: int = 32) -> None:
+    def __init__(self, sizes: list[int], channels: int = 3, width: int = 32,
+                 image_size: int | None = None) -> None:
         super().__init__()
         self.sizes = list(sizes)
+        self.image_size = image_size  # what it was trained at; other sizes are resized
         w = width
 
         def block(cin: int, cout: int, stride: int) -> nn.Sequential:
@@ -57,6 +59,9 @@ class AttributeClassifier(nn.Module):
         out = []
         for s in range(0, len(images_u8), batch):
             x = uint8_to_model(images_u8[s:s + batch])
+            if self.image_size and x.shape[-1] != self.image_size:
+                x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear",
+                                  antialias=True, align_corners=False)
             out.append(torch.stack([lg.argmax(1) for lg in self(x)], dim=1))
         return torch.cat(out)
 
@@ -79,7 +84,10 @@ def train_classifier(
 
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
-    model = AttributeClassifier([len(c.values) for c in spec.conditions], images.shape[-1])
+    if images.shape[1] != images.shape[2]:
+        raise ValueError(f"expected square NHWC images, got {images.shape}")
+    model = AttributeClassifier([len(c.values) for c in spec.conditions], images.shape[-1],
+                                image_size=images.shape[1])
     x_all = torch.from_numpy(np.array(images))
     y_all = torch.from_numpy(labels.astype(np.int64))
     steps = epochs * max(1, len(x_all) // batch)
@@ -100,7 +108,10 @@ def train_classifier(
     acc, majority = {}, {}
     for j, c in enumerate(spec.conditions):
         known = val_labels[:, j] >= 0
-        y = val_labels[known, j]
+        if not known.any():  # no held-out label for it: accuracy unknown, not 0 or 1
+            acc[c.name] = majority[c.name] = float("nan")
+            continue
+        y = val_labels[known, j].astype(np.int64)
         acc[c.name] = float((pred[known, j] == y).mean())
         majority[c.name] = float(np.bincount(y, minlength=len(c.values)).max() / len(y))
     return TrainedClassifier(model, spec, acc, majority)
@@ -115,6 +126,7 @@ def save_classifier(clf: TrainedClassifier, path: str | Path) -> None:
               str(p / "weights.safetensors"))
     (p / "classifier.json").write_text(json.dumps(
         {"conditions": clf.spec.to_list(), "channels": clf.model.trunk[0][0].in_channels,
+         "image_size": clf.model.image_size,
          "accuracy": clf.accuracy,
          "majority": clf.majority}, indent=1))
 
@@ -126,6 +138,6 @@ def load_classifier(path: str | Path) -> TrainedClassifier:
     meta = json.loads((p / "classifier.json").read_text())
     spec = ConditionSpec.from_list(meta["conditions"])
     model = AttributeClassifier([len(c.values) for c in spec.conditions],
-                                meta.get("channels", 3))
+                                meta.get("channels", 3), image_size=meta.get("image_size"))
     model.load_state_dict(load_file(str(p / "weights.safetensors")))
     return TrainedClassifier(model.eval(), spec, meta["accuracy"], meta["majority"])

@@ -37,7 +37,9 @@ from facediff.viz.grid import make_grid
 
 log = logging.getLogger(__name__)
 
-CSV_FIELDS = ["step", "images", "loss", "lr", "grad_norm", "img_per_s", "val_loss", "time"]
+CSV_FIELDS = ["step", "images", "loss", "lr", "grad_norm", "img_per_s", "val_loss", "fid",
+              "kid", "precision", "recall", "eval_n", "time"]
+EVAL_SEED = 777  # the samples scored during training: the same seeds every time
 SAMPLE_SEED = 12345  # fixed noise for the progress grids
 
 
@@ -192,6 +194,12 @@ class Trainer:
         self.step = 0
         self.best_val: float | None = None
         self.bad_vals = 0
+        self.best_fid: float | None = None
+        self._eval_state: tuple[Any, Any] | None = None  # (feature net, reference)
+        if t.eval_every and acc.is_main_process:
+            from facediff.eval.features import default_weights
+
+            default_weights()  # no Inception network: say so now, not hours into the run
         self._stop_signal: int | None = None
         self.saved_step: int | None = None
         self.writer: Any = None
@@ -208,6 +216,7 @@ class Trainer:
             "rng_cpu": torch.get_rng_state(),
             "best_val": self.best_val,
             "bad_vals": self.bad_vals,
+            "best_fid": self.best_fid,
             "world_size": self.world,
         }
         if torch.cuda.is_available():
@@ -241,6 +250,7 @@ class Trainer:
             torch.cuda.set_rng_state_all(s["rng_cuda"])
         self.step = int(s["step"])
         self.best_val, self.bad_vals = s.get("best_val"), int(s.get("bad_vals", 0))
+        self.best_fid = s.get("best_fid")
         if self.accelerator.is_main_process:
             log.info("resumed %s at step %d", path, self.step)
 
@@ -288,10 +298,11 @@ class Trainer:
     def _log(self, row: dict[str, Any]) -> None:
         if not self.accelerator.is_main_process:
             return
-        for k in ("loss", "lr", "grad_norm", "img_per_s", "val_loss"):
+        tags = {"val_loss": "val/loss", "fid": "eval/fid", "kid": "eval/kid",
+                "precision": "eval/precision", "recall": "eval/recall"}
+        for k in ("loss", "lr", "grad_norm", "img_per_s", *tags):
             if row.get(k) is not None:
-                self.writer.add_scalar(f"train/{k}" if k != "val_loss" else "val/loss",
-                                       row[k], row["step"])
+                self.writer.add_scalar(tags.get(k, f"train/{k}"), row[k], row["step"])
         with open(self.csv_path, "a", newline="") as f:
             csv.DictWriter(f, CSV_FIELDS).writerow({k: row.get(k, "") for k in CSV_FIELDS})
 
@@ -343,6 +354,53 @@ class Trainer:
             with self.accelerator.autocast():
                 total += self.objective.loss(unet, x0, noise, t, labels).double().sum()
         return float(self.accelerator.reduce(total, "sum")) / n
+
+    def _evaluate(self) -> dict[str, Any]:
+        """FID/KID/precision/recall of the EMA model (main process; the others wait)."""
+        acc, t = self.accelerator, self.cfg.train
+        out: dict[str, Any] = {}
+        if acc.is_main_process:
+            from facediff.api import FaceModel
+            from facediff.eval.evaluate import evaluate_model
+
+            if self._eval_state is None:
+                self._eval_state = self._eval_reference()
+            net, ref = self._eval_state
+            s = self.cfg.sample
+            t0 = time.perf_counter()
+            result = evaluate_model(FaceModel(self.cfg, self._ema_unet()), ref, net,
+                                    t.eval_n, s.sampler, s.steps, seed=EVAL_SEED,
+                                    batch_size=max(self.micro, 16), progress=False)
+            sc = result.scores
+            out = {"fid": sc.fid, "kid": sc.kid, "precision": sc.precision,
+                   "recall": sc.recall, "eval_n": sc.n}
+            tqdm.write(f"step {self.step}: {sc.line()} ({s.sampler} {s.steps} steps, "
+                       f"{time.perf_counter() - t0:.0f} s)")
+            if self.best_fid is None or sc.fid < self.best_fid:
+                self.best_fid = sc.fid
+                ckpt.export_model(self.run_dir / "best-fid", self.cfg,
+                                  self.ema.named_state(self.unet), step=self.step)
+        acc.wait_for_everyone()
+        return out
+
+    def _eval_reference(self) -> tuple[Any, Any]:
+        """The feature network and the training data's reference features (cached)."""
+        from facediff.eval.features import InceptionFeatures, extract_features
+        from facediff.eval.reference import Reference, reference_features
+
+        net = InceptionFeatures(device=self.device)
+        n = self.cfg.train.eval_ref_n
+        if self.cfg.data.path:
+            ref = reference_features(self.cfg.data, net, n=n, progress=self.progress)
+        else:  # images handed over in memory: their features, not cached
+            idx = np.random.default_rng(0).permutation(len(self.data))[:n]
+            feats = extract_features(np.asarray(self.data.images)[np.sort(idx)], net,
+                                     progress=self.progress)
+            labels = self.data.labels[np.sort(idx)] if self.data.labels is not None else None
+            ref = Reference(feats, labels, self.data.spec, len(self.data), "training images")
+        log.info("evaluating every %d steps: %d samples against %d reference images (%s)",
+                 self.cfg.train.eval_every, self.cfg.train.eval_n, len(ref), ref.description)
+        return net, ref
 
     # ---- the loop -------------------------------------------------------------------------
     def _handle_signal(self, signum: int, _frame: Any) -> None:
@@ -472,6 +530,11 @@ class Trainer:
                     else:
                         self.bad_vals += 1
                     stop_early = 0 < t.early_stop_patience <= self.bad_vals
+                if t.eval_every and (self.step % t.eval_every == 0 or self.step == t.max_steps):
+                    scores = self._evaluate()
+                    row = row or {"step": self.step, "images": self.step * t.batch_size,
+                                  "time": time.time()}
+                    row.update(scores)
                 if row is not None:
                     self._log(row)
                 if self.step % t.checkpoint_every == 0:
