@@ -1,1 +1,2 @@
-"""Evaluation: attribute classifier (and, with the evaluation issue, FID/KID/PR)."""
+"""Evaluation: Inception features, FID/KID/precision-recall, reference caches, the attribute
+classifier, sweeps and their tables and plots."""

@@ -204,8 +204,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                             classifier, save, progress)
                     acc = "" if not result.control else \
                         f"  control accuracy {np.mean(list(result.control.values())):.3f}"
-                    print(f"{sampler} {steps} steps"
-                          f"{f' guidance {g:g}' if len(model.spec) else ''}: "
+                    guided = result.settings["guidance"] != "-"
+                    print(f"{sampler} {steps} steps{f' guidance {g:g}' if guided else ''}: "
                           f"{result.scores.line()}{acc}  ({result.seconds:.0f} s)", flush=True)
                     rows.append(result.row())
     print()
