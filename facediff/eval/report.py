@@ -61,6 +61,9 @@ def plot_fid_vs_nfe(rows: Sequence[dict[str, object]], path: Path, title: str) -
         pts = sorted((float(r["nfe"]), float(r["fid"])) for r in rows if r["sampler"] == sampler)
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=sampler)
     ax.set_xscale("log")
+    ticks = sorted({float(r["nfe"]) for r in rows})
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.minorticks_off()
     ax.set_xlabel("network evaluations per image (NFE)")
     ax.set_ylabel("FID (lower is better)")
     n = rows[0]["n"] if rows else "?"
