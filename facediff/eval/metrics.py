@@ -138,8 +138,3 @@ def score(real: np.ndarray | torch.Tensor, fake: np.ndarray | torch.Tensor, k: i
     p, r = precision_recall(real, fake, k)
     return Scores(fid, kid, kid_std, p, r, len(fake), len(real), size)
 
-
-def feature_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and covariance (float64), as a FID statistics file stores them."""
-    f = np.asarray(features, dtype=np.float64)
-    return f.mean(axis=0), np.cov(f, rowvar=False)
