@@ -218,7 +218,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if model is not None and args.sweep_guidance and all("control_acc" in r for r in rows) \
                 and len(set(r["sampler"] for r in rows)) == 1 \
                 and len(set(r["steps"] for r in rows)) == 1:
-            plot_fid_vs_accuracy(rows, out / "fid_vs_accuracy.png", title)
+            plot_fid_vs_accuracy(rows, out / "fid_vs_accuracy.png",
+                                 f"{title}; {rows[0]['sampler']} {rows[0]['steps']} steps")
         print(f"wrote {out}/results.csv, results.md, results.json")
     return 0
 

@@ -83,8 +83,9 @@ def plot_fid_vs_accuracy(rows: Sequence[dict[str, object]], path: Path, title: s
     xs = [float(r["control_acc"]) for r in rows]  # type: ignore[arg-type]
     ys = [float(r["fid"]) for r in rows]  # type: ignore[arg-type]
     ax.plot(xs, ys, marker="o")
+    ax.margins(0.12)  # room for the labels
     for r, x, y in zip(rows, xs, ys, strict=True):
-        ax.annotate(f"w={r['guidance']}", (x, y), textcoords="offset points", xytext=(5, 5))
+        ax.annotate(f"w={r['guidance']:g}", (x, y), textcoords="offset points", xytext=(5, 5))
     ax.set_xlabel("attribute control accuracy (classifier-judged, higher is better)")
     ax.set_ylabel("FID (lower is better)")
     n = rows[0]["n"] if rows else "?"
