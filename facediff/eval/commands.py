@@ -16,27 +16,21 @@ from facediff.errors import FacediffError
 log = logging.getLogger("facediff")
 
 
-def _int_list(kind: str) -> Callable[[str], list[int]]:
-    def parse(text: str) -> list[int]:
+def _number_list(cast: Callable[[str], float], minimum: float,
+                 example: str) -> Callable[[str], list]:
+    """Parse comma-separated numbers like 5,10,20, each at least ``minimum``."""
+    def parse(text: str) -> list:
         try:
-            values = [int(v) for v in text.split(",") if v.strip()]
+            values = [cast(v) for v in text.split(",") if v.strip()]
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{kind} must be integers like 5,10,20") from None
-        if not values or min(values) < 1:
-            raise argparse.ArgumentTypeError(f"{kind} must be positive integers like 5,10,20")
+            raise argparse.ArgumentTypeError(
+                f"expected numbers like {example}, got {text!r}") from None
+        if not values or min(values) < minimum:
+            raise argparse.ArgumentTypeError(
+                f"expected numbers of at least {minimum:g} like {example}, got {text!r}")
         return values
 
     return parse
-
-
-def _float_list(text: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected numbers like 1,2,3, got {text!r}") from None
-    if not values or min(values) < 0:
-        raise argparse.ArgumentTypeError(f"expected non-negative numbers, got {text!r}")
-    return values
 
 
 def _names(text: str) -> list[str]:
@@ -63,11 +57,11 @@ def add_parsers(add: Callable[[str, str], argparse.ArgumentParser],
     e.add_argument("--cond", choices=["ref", "none"], default="ref",
                    help="conditional models: draw conditions from the reference's labels "
                         "(ref) or leave them unspecified (none)")
-    e.add_argument("--sweep-steps", type=_int_list("--sweep-steps"), metavar="5,10,20",
+    e.add_argument("--sweep-steps", type=_number_list(int, 1, "5,10,20"), metavar="5,10,20",
                    help="evaluate at each of these step counts")
     e.add_argument("--samplers", type=_names, metavar="ddim,dpmpp",
                    help="evaluate each of these samplers")
-    e.add_argument("--sweep-guidance", type=_float_list, metavar="1,2,3",
+    e.add_argument("--sweep-guidance", type=_number_list(float, 0, "1,2,3"), metavar="1,2,3",
                    help="evaluate at each guidance scale (FID against control accuracy)")
     e.add_argument("--classifier", help="attribute classifier dir (facediff classifier "
                                         "train) to measure control accuracy")

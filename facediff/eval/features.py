@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -120,28 +120,21 @@ class InceptionFeatures(nn.Module):
 
 
 def extract_features(
-    images: np.ndarray | torch.Tensor | Iterable[torch.Tensor],
+    images: np.ndarray | torch.Tensor,
     extractor: FeatureExtractor | Callable[[torch.Tensor], torch.Tensor],
-    batch_size: int = 32, progress: bool = True, total: int | None = None,
-    desc: str = "features",
+    batch_size: int = 32, progress: bool = True, desc: str = "features",
 ) -> np.ndarray:
-    """Features (N, D) float32 of uint8 NHWC images, given as one array or as batches."""
+    """Features (N, D) float32 of uint8 NHWC images, in batches."""
     from tqdm.auto import tqdm
 
-    if isinstance(images, np.ndarray | torch.Tensor):
-        arr = images
-        total = len(arr)
-        batches: Iterable[torch.Tensor] = (
-            torch.from_numpy(np.ascontiguousarray(arr[s:s + batch_size]))
-            if isinstance(arr, np.ndarray) else arr[s:s + batch_size]
-            for s in range(0, len(arr), batch_size))
-    else:
-        batches = images
+    if not len(images):
+        raise FacediffError("no images to compute features of")
     out: list[np.ndarray] = []
-    with tqdm(total=total, desc=desc, unit="img", disable=not progress, leave=False) as bar:
-        for b in batches:
+    with tqdm(total=len(images), desc=desc, unit="img", disable=not progress,
+              leave=False) as bar:
+        for s in range(0, len(images), batch_size):
+            b = images[s:s + batch_size]
+            b = torch.from_numpy(np.ascontiguousarray(b)) if isinstance(b, np.ndarray) else b
             out.append(extractor(b).float().numpy())
             bar.update(len(b))
-    if not out:
-        raise FacediffError("no images to compute features of")
     return np.concatenate(out)
