@@ -62,3 +62,27 @@ def test_callback_sees_every_step_and_no_state_is_kept(unet):
              seen.append((i, n)))
     assert [i for i, _ in seen] == list(range(len(seen)))
     assert seen[0][1] == len(seen) == 5  # heun: 2 evaluations per step, one at the end
+
+
+@pytest.mark.parametrize("prediction", ["eps", "v", "x0"])
+def test_callback_x0_is_the_estimate_ddim_steps_to(unet, prediction: str):
+    """DDIM's last step (to alpha_bar = 1) lands exactly on the network's x_0 estimate, so
+    the callback's x0 at that step must equal the returned image."""
+    cfg = tiny_config(None, f"diffusion.prediction={prediction}")
+    seen = []
+    from facediff.diffusion.sampling import (
+        generators_for,
+        guided_denoiser,
+        initial_noise,
+        sample_loop,
+    )
+
+    gens = generators_for(3, 0, 2)
+    x = initial_noise(gens, (3, 16, 16), torch.device("cpu"))
+    sched = make_scheduler("ddim", cfg.diffusion, 4)
+    with torch.no_grad():
+        out = sample_loop(guided_denoiser(unet, None), sched, x, gens,
+                          callback=lambda i, n, t, xt, x0: seen.append((xt, x0)))
+    assert len(seen) == 4
+    assert torch.allclose(seen[-1][1].clamp(-1, 1), out, atol=1e-4)
+    assert torch.allclose(seen[0][0], x, atol=1e-5)  # the first state is the initial noise

@@ -92,3 +92,23 @@ class DiffusionObjective:
         target = self.target(x0, noise, t)
         per_sample = (pred.float() - target.float()).pow(2).mean(dim=(1, 2, 3))
         return per_sample * self.weights(t)
+
+
+def predicted_x0(pred: torch.Tensor, xt: torch.Tensor, alpha_bar: torch.Tensor | float,
+                 prediction: str) -> torch.Tensor:
+    """The network's estimate of x_0 from its prediction at x_t (inverting ``target``):
+        eps: x_0 = (x_t - sqrt(1 - abar) eps) / sqrt(abar),
+        v:   x_0 = sqrt(abar) x_t - sqrt(1 - abar) v,
+        x0:  x_0 = the prediction.
+    ``prediction`` is ours ("eps", "v", "x0") or diffusers' name for it.
+    """
+    abar = torch.as_tensor(alpha_bar, dtype=torch.float32, device=xt.device)
+    kind = {v: k for k, v in PREDICTION_TYPES.items()}.get(prediction, prediction)
+    pred, xt = pred.float(), xt.float()
+    if kind == "x0":
+        return pred
+    if kind == "v":
+        return abar.sqrt() * xt - (1 - abar).sqrt() * pred
+    if kind == "eps":
+        return (xt - (1 - abar).sqrt() * pred) / abar.sqrt().clamp(min=1e-4)
+    raise ValueError(f"unknown prediction type {prediction!r}")

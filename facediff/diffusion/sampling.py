@@ -25,7 +25,7 @@ from diffusers import (
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from facediff.config import DiffusionConfig
-from facediff.diffusion.objectives import schedule_kwargs
+from facediff.diffusion.objectives import predicted_x0, schedule_kwargs
 from facediff.errors import FacediffError
 
 
@@ -50,8 +50,10 @@ SAMPLERS: dict[str, SamplerSpec] = {
 
 # denoiser(x_t (scaled model input), t) -> the network's prediction
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-# callback(step_index, total_steps, t, x_t, predicted x_0 or None)
-Callback = Callable[[int, int, torch.Tensor, torch.Tensor, torch.Tensor | None], None]
+# callback(step_index, total_steps, t, x_t, x0): after each network evaluation, the state x_t
+# as the network saw it (variance-preserving scale, whatever the sampler) and the network's
+# estimate of the clean image x_0; both float (B, C, H, W), roughly in [-1, 1].
+Callback = Callable[[int, int, torch.Tensor, torch.Tensor, torch.Tensor], None]
 
 
 def make_scheduler(name: str, diffusion: DiffusionConfig, steps: int) -> SchedulerMixin:
@@ -116,10 +118,11 @@ def sample_loop(
     for i, t in enumerate(timesteps):
         model_in = scheduler.scale_model_input(x, t)
         pred = denoiser(model_in, t)
-        out = scheduler.step(pred.float(), t, x, **extra)
-        x = out.prev_sample
+        x = scheduler.step(pred.float(), t, x, **extra).prev_sample
         if callback is not None:
-            callback(i, total, t, x, getattr(out, "pred_original_sample", None))
+            abar = scheduler.alphas_cumprod[round(float(t))]
+            x0 = predicted_x0(pred, model_in, abar, scheduler.config.prediction_type)
+            callback(i, total, t, model_in.float(), x0)
     return x.clamp(-1, 1)
 
 
