@@ -1,0 +1,47 @@
+"""The ``facediff app`` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Callable
+
+from facediff.errors import FacediffError
+
+log = logging.getLogger("facediff")
+
+
+def add_parser(add: Callable[[str, str], argparse.ArgumentParser],
+               positive: Callable[[str], Callable[[str], int]]) -> None:
+    a = add("app", "serve a web page to generate, interpolate and edit faces (Gradio)")
+    a.add_argument("model", help="exported model dir or run dir")
+    a.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda")
+    a.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (0.0.0.0: reachable from other machines)")
+    a.add_argument("--port", type=positive("--port"), default=7860)
+    a.add_argument("--share", action="store_true", help="also open a public gradio.live link")
+    a.add_argument("--max-images", type=positive("--max-images"), default=36,
+                   help="most images per request")
+    a.add_argument("--max-steps", type=positive("--max-steps"), default=250,
+                   help="most sampling steps per request")
+    a.add_argument("--queue-size", type=positive("--queue-size"), default=16,
+                   help="requests waiting beyond this are turned away with a message")
+
+
+def cmd_app(args: argparse.Namespace, device: object) -> int:
+    try:
+        from facediff.app.ui import launch
+    except ImportError as e:
+        if not (e.name or "").startswith("gradio"):
+            raise
+        raise FacediffError(f"the web app needs gradio ({e.name} is missing): "
+                            "pip install 'facediff[app]'") from None
+    from facediff.api import load
+    from facediff.app.logic import Limits, Session
+
+    model = load(args.model, device=device)  # type: ignore[arg-type]
+    session = Session(model, Limits(max_images=args.max_images, max_steps=args.max_steps))
+    log.info("serving %s on http://%s:%d (Ctrl+C to stop)", session.summary(), args.host,
+             args.port)
+    launch(session, args.host, args.port, args.share, args.queue_size)
+    return 0

@@ -1,0 +1,201 @@
+"""The Gradio page: widgets wired to ``facediff.app.logic``; no sampling logic lives here."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from the page
+
+import gradio as gr
+
+from facediff.app.logic import ANY, KEEP, Output, Preview, Session
+from facediff.diffusion.sampling import SAMPLERS
+from facediff.errors import FacediffError
+
+# system fonts only: the page must not wait on a font server it cannot reach
+THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
+                          font_mono=["ui-monospace", "monospace"])
+CSS = "#info, #interp-info, #edit-info {min-height: 2em}"
+
+
+def _attribute_controls(session: Session, first: str) -> list[gr.components.Component]:
+    """One control per condition: radio buttons for a few values, a dropdown for many."""
+    controls = []
+    with gr.Row(equal_height=False):
+        for name, choices in session.conditions:
+            choices = [first if c == ANY else c for c in choices]
+            if len(choices) <= 4:
+                controls.append(gr.Radio(choices, value=first, label=name, min_width=240))
+            else:
+                controls.append(gr.Dropdown(choices, value=first, label=name, min_width=240))
+    return controls
+
+
+def _errors_shown(fn: Any) -> Any:
+    """FacediffError -> a message on the page (gr.Error) instead of a generic failure."""
+    import functools
+    import inspect
+
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def gen(*args: Any) -> Iterator[Any]:
+            try:
+                yield from fn(*args)
+            except FacediffError as e:
+                raise gr.Error(str(e), print_exception=False) from None
+        return gen
+
+    @functools.wraps(fn)
+    def plain(*args: Any) -> Any:
+        try:
+            return fn(*args)
+        except FacediffError as e:
+            raise gr.Error(str(e), print_exception=False) from None
+    return plain
+
+
+def build_app(session: Session) -> gr.Blocks:
+    """The page for one model: Generate, Interpolate and (conditional models) Edit tabs."""
+    cfg = session.model.config
+    names = [name for name, _ in session.conditions]
+    conditional = bool(names)
+    lim = session.limits
+    samplers = list(SAMPLERS)
+
+    with gr.Blocks(title="facediff", analytics_enabled=False) as app:
+        gr.Markdown(f"## facediff\n{session.summary()}")
+        with gr.Tabs():
+            # ---- generate ---------------------------------------------------------------
+            with gr.Tab("Generate"), gr.Row():
+                with gr.Column(scale=1, min_width=300):
+                    n = gr.Number(16, label=f"Number of images (1-{lim.max_images})",
+                                  precision=0, elem_id="n-images")
+                    sampler = gr.Dropdown(samplers, value=cfg.sample.sampler, label="Sampler")
+                    steps = gr.Number(cfg.sample.steps, label=f"Steps (1-{lim.max_steps})",
+                                      precision=0, elem_id="steps")
+                    with gr.Row():
+                        seed = gr.Number(0, label="Seed", precision=0, elem_id="seed")
+                        randomize = gr.Checkbox(False, label="Random seed")
+                    with gr.Row():
+                        go = gr.Button("Generate", variant="primary", elem_id="generate")
+                        stop = gr.Button("Stop", elem_id="stop")
+                    guidance = gr.Slider(0, 10, value=cfg.sample.guidance, step=0.5,
+                                         label="Guidance (0 = ignore the attributes, 1 = plain "
+                                               "conditional, higher = stronger)",
+                                         visible=conditional)
+                    with gr.Accordion("Attributes (any / on / off)", open=len(names) <= 12,
+                                      visible=conditional):
+                        attrs = _attribute_controls(session, ANY)
+                with gr.Column(scale=2):
+                    image = gr.Image(label="Faces", type="pil", format="png",
+                                     interactive=False, elem_id="output-image")
+                    info = gr.Markdown(elem_id="info")
+                    download = gr.File(label="Download the grid (PNG, full resolution)",
+                                       elem_id="download")
+
+            @_errors_shown
+            def run_generate(n_: float, sampler_: str, steps_: float, seed_: float,
+                             randomize_: bool, guidance_: float, *values: str) -> Iterator[Any]:
+                for item in session.generate(n_, sampler_, steps_, seed_, randomize_,
+                                             guidance_ if conditional else None,
+                                             dict(zip(names, values, strict=True))):
+                    if isinstance(item, Preview):
+                        yield item.display, gr.skip(), item.info, gr.skip()
+                    else:
+                        yield item.display, str(item.path), item.info, item.seed
+
+            event = go.click(run_generate, [n, sampler, steps, seed, randomize, guidance, *attrs],
+                             [image, download, info, seed], concurrency_id="model")
+            stop.click(None, cancels=[event])
+
+            # ---- interpolate ------------------------------------------------------------
+            with gr.Tab("Interpolate"), gr.Row():
+                with gr.Column(scale=1, min_width=300):
+                    modes = ["between seeds", *(["along an attribute"] if conditional else [])]
+                    mode = gr.Radio(modes, value=modes[0], label="Interpolate")
+                    with gr.Row():
+                        seed_a = gr.Number(0, label="Seed A", precision=0)
+                        seed_b = gr.Number(1, label="Seed B", precision=0)
+                    attribute = gr.Dropdown(names, value=names[0] if names else None,
+                                            label="Attribute to sweep", visible=conditional)
+                    frames = gr.Slider(2, lim.max_frames, value=min(8, lim.max_frames), step=1,
+                                       label="Frames")
+                    i_sampler = gr.Dropdown(samplers, value=cfg.sample.sampler,
+                                            label="Sampler")
+                    i_steps = gr.Number(cfg.sample.steps, label=f"Steps (1-{lim.max_steps})",
+                                        precision=0)
+                    i_guidance = gr.Slider(0, 10, value=cfg.sample.guidance, step=0.5,
+                                           label="Guidance", visible=conditional)
+                    i_go = gr.Button("Interpolate", variant="primary", elem_id="interpolate")
+                with gr.Column(scale=2):
+                    strip = gr.Image(label="Interpolation", type="pil", format="png",
+                                     interactive=False, elem_id="interp-image")
+                    i_info = gr.Markdown(elem_id="interp-info")
+                    i_download = gr.File(label="Download the strip (PNG)")
+
+            @_errors_shown
+            def run_interpolate(mode_: str, a: float, b: float, attribute_: str | None,
+                                frames_: float, sampler_: str, steps_: float,
+                                guidance_: float) -> tuple[Any, str, str]:
+                out: Output = session.interpolate(
+                    "attribute" if mode_ == "along an attribute" else "seeds", a, b, frames_,
+                    sampler_, steps_, attribute_, guidance_ if conditional else None)
+                return out.display, str(out.path), out.info
+
+            i_go.click(run_interpolate, [mode, seed_a, seed_b, attribute, frames, i_sampler,
+                                         i_steps, i_guidance], [strip, i_download, i_info],
+                       concurrency_id="model")
+
+            # ---- edit ---------------------------------------------------------------------
+            with gr.Tab("Edit a photo"):
+                if not conditional:
+                    gr.Markdown("This model is unconditional: editing needs a model trained "
+                                "with attributes.")
+                else:
+                    with gr.Row():
+                        with gr.Column(scale=1, min_width=300):
+                            photo = gr.Image(label="Photo of a face", type="filepath",
+                                             sources=["upload", "clipboard"])
+                            with gr.Accordion("Change (keep / on / off)", open=len(names) <= 12):
+                                changes = _attribute_controls(session, KEEP)
+                            method = gr.Radio(["ddim", "sdedit"], value="ddim",
+                                              label="Method (ddim: inversion, keeps identity; "
+                                                    "sdedit: re-noise to a strength)")
+                            strength = gr.Slider(0.1, 1.0, value=0.6, step=0.05,
+                                                 label="SDEdit strength")
+                            e_steps = gr.Number(50, label=f"Steps (1-{lim.max_steps})",
+                                                precision=0)
+                            e_guidance = gr.Slider(0, 10, value=cfg.sample.guidance, step=0.5,
+                                                   label="Guidance")
+                            e_go = gr.Button("Edit", variant="primary", elem_id="edit")
+                        with gr.Column(scale=2):
+                            edited = gr.Image(label="Before | after", type="pil", format="png",
+                                              interactive=False)
+                            e_info = gr.Markdown(elem_id="edit-info")
+                            e_download = gr.File(label="Download (PNG)")
+
+                    @_errors_shown
+                    def run_edit(photo_: str | None, method_: str, strength_: float,
+                                 steps_: float, guidance_: float,
+                                 *values: str) -> tuple[Any, str, str]:
+                        out = session.edit(photo_, dict(zip(names, values, strict=True)),
+                                           method_, steps_, guidance_, strength_)
+                        return out.display, str(out.path), out.info
+
+                    e_go.click(run_edit, [photo, method, strength, e_steps, e_guidance,
+                                          *changes], [edited, e_download, e_info],
+                               concurrency_id="model")
+    return app
+
+
+def launch(session: Session, host: str = "127.0.0.1", port: int | None = None,
+           share: bool = False, queue_size: int = 16, block: bool = True) -> gr.Blocks:
+    """Serve the page. Requests run one at a time on the model (a queue, not a crash)."""
+    app = build_app(session)
+    app.queue(max_size=queue_size, default_concurrency_limit=1)
+    app.launch(server_name=host, server_port=port, share=share, theme=THEME, css=CSS,
+               ssr_mode=False, allowed_paths=[str(session.out_dir)], show_error=True,
+               prevent_thread_lock=not block, quiet=False)
+    return app

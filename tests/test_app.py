@@ -1,0 +1,189 @@
+"""The web app's rules, without a browser (tests/test_app_browser.py drives the real page)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from facediff.api import FaceModel
+from facediff.app.logic import Limits, Output, Preview, Session, upscale, with_previews
+from facediff.config import ConditionEntry
+from facediff.errors import FacediffError
+from facediff.model import build_model
+from tests.conftest import tiny_config
+
+CONDS = [ConditionEntry("Smiling", "binary", ["0", "1"]),
+         ConditionEntry("hair", "categorical", ["blond", "dark", "red"])]
+
+
+def tiny_model(conditional: bool) -> FaceModel:
+    cfg = tiny_config(None, "sample.steps=3")
+    if conditional:
+        cfg.conditions = list(CONDS)
+    torch.manual_seed(0)
+    net = build_model(cfg).eval().requires_grad_(False)
+    if conditional:
+        with torch.no_grad():
+            for p in net.cond.parameters():
+                p.normal_(std=1.0)  # make the conditions change the output
+    return FaceModel(cfg, net, "tiny")
+
+
+@pytest.fixture(scope="module")
+def cond_session(tmp_path_factory: pytest.TempPathFactory) -> Session:
+    return Session(tiny_model(True), Limits(max_images=8, max_steps=20, max_frames=6,
+                                            preview_every_s=0.0),
+                   out_dir=tmp_path_factory.mktemp("app"))
+
+
+@pytest.fixture(scope="module")
+def plain_session(tmp_path_factory: pytest.TempPathFactory) -> Session:
+    return Session(tiny_model(False), Limits(max_images=8, max_steps=20),
+                   out_dir=tmp_path_factory.mktemp("app"))
+
+
+def test_requests_are_bounded_with_a_clear_message(cond_session: Session):
+    s = cond_session
+    assert s.check(8, 20, "dpmpp") == (8, 20)
+    for n, steps, sampler, match in [
+        (0, 5, "dpmpp", "Number of images must be between 1 and 8 .got 0"),
+        (9, 5, "dpmpp", "Number of images must be between 1 and 8"),
+        (2.5, 5, "dpmpp", "whole number"),
+        (None, 5, "dpmpp", "Number of images is required"),
+        (2, 21, "dpmpp", "Steps must be between 1 and 20"),
+        (2, 0, "dpmpp", "Steps must be between 1 and 20"),
+        (2, 5, "plms", "Unknown sampler"),
+    ]:
+        with pytest.raises(FacediffError, match=match):
+            s.check(n, steps, sampler)
+    with pytest.raises(FacediffError, match="Guidance must be between 0 and 20"):
+        s.check(2, 5, "ddim", guidance=-1)
+    with pytest.raises(FacediffError, match="Seed must be between"):
+        s.pick_seed(-3, False)
+    # a bad request fails before any sampling starts
+    with pytest.raises(FacediffError, match="Number of images"):
+        next(s.generate(1000, "dpmpp", 3, 0))
+
+
+def test_tri_state_controls_become_requests(cond_session: Session):
+    s = cond_session
+    assert s.conditions == [("Smiling", ["any", "on", "off"]),
+                            ("hair", ["any", "blond", "dark", "red"])]
+    assert s.attrs({"Smiling": "any", "hair": "any"}) == []
+    assert s.attrs({"Smiling": "on", "hair": "red"}) == ["Smiling=1", "hair=red"]
+    assert s.attrs({"Smiling": "off", "hair": "keep"}) == ["Smiling=0"]
+    torch.testing.assert_close(cond_session.model.labels(s.attrs({"Smiling": "off"})),
+                               torch.tensor([0, -1]))
+
+
+def test_random_seed_is_reported_so_the_grid_can_be_made_again(cond_session: Session):
+    seeds = {cond_session.pick_seed(0, True) for _ in range(5)}
+    assert len(seeds) > 1 and all(0 <= s < 2**31 for s in seeds)
+    assert cond_session.pick_seed(42, False) == 42
+
+
+def _run(session: Session, *args, **kwargs) -> tuple[list[Preview], Output]:
+    items = list(session.generate(*args, **kwargs))
+    assert isinstance(items[-1], Output)
+    assert all(isinstance(i, Preview) for i in items[:-1])
+    return items[:-1], items[-1]  # type: ignore[return-value]
+
+
+def test_generate_previews_then_a_grid_matching_the_api(cond_session: Session):
+    previews, out = _run(cond_session, 4, "ddim", 5, 7, choices={"Smiling": "on"},
+                         guidance=2.0)
+    # a preview per step but the last (preview_every_s = 0), each the size of the result
+    assert len(previews) == 4
+    assert "step 1/5" in previews[0].info
+    assert all(p.display.size == out.display.size for p in previews)
+    # 4 faces of 16 px in a 2 x 2 grid with 2 px padding, shown 8x larger (128 px faces)
+    assert out.display.size == (38 * 8, 38 * 8)
+    saved = np.asarray(Image.open(out.path))
+    assert saved.shape == (38, 38, 3) and saved.std() > 0
+    assert "seed 7" in out.info and "Smiling=1" in out.info and "guidance 2.0" in out.info
+    # the grid holds exactly what the Python API samples for the same request
+    api = cond_session.model.sample_tensor(4, 5, "ddim", seed=7, attrs=["Smiling=1"],
+                                           guidance=2.0)
+    assert np.array_equal(saved[2:18, 2:18], api[0].numpy())
+    # the attribute changes the faces
+    _, off = _run(cond_session, 4, "ddim", 5, 7, choices={"Smiling": "off"}, guidance=2.0)
+    assert not np.array_equal(np.asarray(Image.open(off.path)), saved)
+
+
+def test_unconditional_model_ignores_no_controls(plain_session: Session):
+    assert plain_session.conditions == []
+    _, out = _run(plain_session, 1, "dpmpp", 3, 0)
+    assert out.display.size == (20 * 8, 20 * 8)
+    with pytest.raises(FacediffError, match="unconditional"):
+        plain_session.edit("x.png", {}, "ddim", 5, 3.0)
+
+
+def test_interpolation_strips(cond_session: Session):
+    out = cond_session.interpolate("seeds", 0, 1, 3, "ddim", 4)
+    assert Image.open(out.path).size == (3 * 18 + 2, 20)
+    assert "seed 0 → seed 1" in out.info
+    out = cond_session.interpolate("attribute", 0, 0, 4, "ddim", 4, "hair", 2.0)
+    strip = np.asarray(Image.open(out.path)).astype(int)
+    assert strip.shape == (20, 4 * 18 + 2, 3)
+    assert np.abs(strip[:, 2:18] - strip[:, -18:-2]).mean() > 1  # blond differs from red
+    with pytest.raises(FacediffError, match="Frames must be between 2 and 6"):
+        cond_session.interpolate("seeds", 0, 1, 7, "ddim", 4)
+
+
+def test_edit_a_photo(cond_session: Session, tmp_path: Path):
+    photo = tmp_path / "face.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 30, 3), np.uint8)).save(photo)
+    out = cond_session.edit(str(photo), {"Smiling": "on", "hair": "keep"}, "ddim", 4, 2.0)
+    assert Image.open(out.path).size == (2 * 18 + 2, 20)
+    assert "Smiling=1" in out.info
+    with pytest.raises(FacediffError, match="Upload a photo"):
+        cond_session.edit(None, {"Smiling": "on"}, "ddim", 4, 2.0)
+    with pytest.raises(FacediffError, match="at least one attribute"):
+        cond_session.edit(str(photo), {"Smiling": "keep"}, "ddim", 4, 2.0)
+    with pytest.raises(FacediffError, match="cannot read photo"):
+        bad = tmp_path / "bad.png"
+        bad.write_text("not an image")
+        cond_session.edit(str(bad), {"Smiling": "on"}, "ddim", 4, 2.0)
+
+
+def test_upscale_uses_whole_factors():
+    img = Image.new("RGB", (38, 38))
+    assert upscale(img, 16).size == (304, 304)
+    assert upscale(img, 64).size == (76, 76)
+    assert upscale(img, 128) is img
+
+
+def test_closing_the_preview_stream_stops_the_sampler():
+    steps_run = []
+    finished = threading.Event()
+
+    def work(callback):
+        try:
+            for i in range(1000):
+                steps_run.append(i)
+                callback(i, 1000, torch.tensor(0), torch.zeros(1), torch.zeros(1, 3, 2, 2))
+                time.sleep(0.001)
+        finally:
+            finished.set()
+        return torch.zeros(1)
+
+    stream = with_previews(work, 0.0)
+    first = next(stream)
+    assert isinstance(first, tuple) and first[1] == 1000
+    stream.close()  # the page went away
+    assert finished.wait(5)
+    assert len(steps_run) < 1000
+
+
+def test_errors_in_the_sampler_reach_the_caller():
+    def work(callback):
+        raise FacediffError("broken")
+
+    with pytest.raises(FacediffError, match="broken"):
+        list(with_previews(work, 0.0))

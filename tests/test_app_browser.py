@@ -1,0 +1,153 @@
+"""The web app end to end: `facediff app` on a tiny model, driven in headless Chromium.
+
+Needs the Debian packages ``chromium`` and ``chromium-driver`` and the Python package
+``playwright`` (``.ci/run`` installs all three); Playwright never downloads a browser here.
+Without them the test is skipped locally and fails in CI (CI=true), so it cannot go quiet.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.test_app import tiny_model
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]
+TIMEOUT_MS = 90_000
+
+
+def _requirements() -> str | None:
+    try:
+        import gradio  # noqa: F401
+        import playwright  # noqa: F401
+    except ImportError as e:
+        return f"{e.name} is not installed"
+    if not Path(CHROMIUM).exists():
+        return f"{CHROMIUM} not found (apt-get install chromium chromium-driver)"
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    missing = _requirements()
+    if missing:
+        if os.environ.get("CI"):
+            pytest.fail(f"browser test cannot run in CI: {missing}")
+        pytest.skip(missing)
+    model_dir = tiny_model(True).save(tmp_path_factory.mktemp("model") / "tiny")
+    port = _free_port()
+    log = tmp_path_factory.mktemp("log") / "app.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "facediff", "app", str(model_dir), "--device", "cpu",
+             "--port", str(port), "--max-images", "8", "--max-steps", "20"],
+            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "NO_PROXY": "*"})
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.time() + 120
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"the app exited ({proc.returncode}):\n{log.read_text()[-2000:]}")
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                break
+            except OSError:
+                if time.time() > deadline:
+                    pytest.fail(f"the app did not start in 120 s:\n{log.read_text()[-2000:]}")
+                time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def browser(app_url: str) -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield b
+        b.close()
+
+
+def _open(browser, url: str):  # noqa: ANN202
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(url, wait_until="domcontentloaded")
+    page.locator("#generate").wait_for()
+    return page
+
+
+def _set_number(page, elem_id: str, value: int) -> None:  # noqa: ANN001
+    box = page.locator(f"#{elem_id} input")
+    box.fill(str(value))
+    box.press("Tab")  # commit the value as a user leaving the field would
+
+
+def _generated_size(page) -> list[int]:  # noqa: ANN001
+    page.wait_for_function(
+        "() => document.querySelector('#info')?.innerText.includes('seed')")
+    img = page.locator("#output-image img").first
+    img.wait_for()
+    page.wait_for_function("e => e.complete && e.naturalWidth > 0", arg=img.element_handle())
+    return img.evaluate("e => [e.naturalWidth, e.naturalHeight]")
+
+
+def test_generate_shows_a_grid_of_the_right_size(browser, app_url: str):
+    page = _open(browser, app_url)
+    assert page.get_by_text("conditional on 2 attributes").count() == 1
+    _set_number(page, "n-images", 4)
+    _set_number(page, "steps", 3)
+    page.get_by_role("radio", name="on", exact=True).first.check()  # Smiling: on
+    page.locator("#generate").click()
+    # 4 faces of 16 px: a 2 x 2 grid with 2 px padding (38 px), shown 8x (128 px faces)
+    assert _generated_size(page) == [304, 304]
+    info = page.locator("#info").inner_text()
+    assert "4 images" in info and "Smiling=1" in info and "seed 0" in info
+    assert page.locator("#download a").count() >= 1  # the full-resolution grid to download
+    page.close()
+
+
+def test_out_of_range_input_shows_the_message(browser, app_url: str):
+    page = _open(browser, app_url)
+    _set_number(page, "n-images", 999)
+    page.locator("#generate").click()
+    page.get_by_text("Number of images must be between 1 and 8").first.wait_for()
+    assert page.locator("#output-image img").count() == 0  # nothing was generated
+    page.close()
+
+
+def test_concurrent_users_are_queued_not_crashed(browser, app_url: str):
+    pages = [_open(browser, app_url) for _ in range(2)]
+    for seed, page in enumerate(pages):
+        _set_number(page, "n-images", 1)
+        _set_number(page, "steps", 20)
+        _set_number(page, "seed", seed)
+    for page in pages:  # both requests in flight at once
+        page.locator("#generate").click()
+    for page in pages:
+        assert _generated_size(page) == [160, 160]  # one 16 px face + padding, 8x
+    seeds = [p.locator("#info").inner_text() for p in pages]
+    assert "seed 0" in seeds[0] and "seed 1" in seeds[1]
+    for page in pages:
+        page.close()
