@@ -35,8 +35,17 @@ def test_loss_falls_when_overfitting(faces_dir: Path, tmp_path: Path):
     rows = list(csv.DictReader(open(tmp_path / "run" / "logs" / "metrics.csv")))
     assert len(rows) == 40 and float(rows[-1]["loss"]) < float(rows[0]["loss"])
     assert all(float(r["img_per_s"]) > 0 and r["lr"] and r["grad_norm"] for r in rows)
-    assert any(p.name.startswith("events.out.tfevents") for p in (tmp_path / "run/logs").iterdir())
     assert (tmp_path / "run/samples/step-0000080.png").is_file()
+    # TensorBoard holds the curves, the sample grid and the config
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "run/logs")).Reload()
+    tags = events.Tags()
+    assert {"train/loss", "train/lr", "train/grad_norm", "train/img_per_s"} <= \
+        set(tags["scalars"])
+    assert len(events.Scalars("train/loss")) == 40
+    assert tags["images"] == ["samples"]
+    assert "config/text_summary" in tags["tensors"]
     assert ck.is_exported_model(tmp_path / "run" / "model")
 
 

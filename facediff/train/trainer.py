@@ -284,6 +284,9 @@ class Trainer:
         logs = self.run_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         self.writer = SummaryWriter(str(logs), purge_step=self.step or None)
+        # the run's full config, readable in TensorBoard's Text tab (indented: Markdown code)
+        self.writer.add_text("config", "    " + self.cfg.to_yaml().replace("\n", "\n    "),
+                             self.step)
         csv_path = logs / "metrics.csv"
         rows = []
         if csv_path.exists():  # drop rows written after the checkpoint we resume from
