@@ -90,22 +90,38 @@ class Session:
                 f"{params:.1f}M parameters · {cond} · on {self.model.device}")
 
     # ---- requests ---------------------------------------------------------------------------
+    def problems(self, n: float | None = 1, steps: float | None = 1, sampler: str = "ddim",
+                 guidance: float | None = None, seed: float | None = 0,
+                 randomize: bool = False) -> dict[str, str]:
+        """What is wrong with each field of a request ({} when nothing is), for the page to
+        show beside the field."""
+        lim = self.limits
+        out = {}
+        checks = [("n", n, "Number of images", 1, lim.max_images),
+                  ("steps", steps, "Steps", 1, lim.max_steps)]
+        if not randomize:
+            checks.append(("seed", seed, "Seed", 0, MAX_SEED))
+        for key, value, what, lo, hi in checks:
+            try:
+                v = _whole(value, what)
+            except FacediffError as e:
+                out[key] = str(e)
+                continue
+            if not lo <= v <= hi:
+                out[key] = f"{what} must be between {lo} and {hi} (got {v})."
+        if sampler not in SAMPLERS:
+            out["sampler"] = f"Unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}."
+        if guidance is not None and not 0.0 <= guidance <= 20.0:
+            out["guidance"] = f"Guidance must be between 0 and 20 (got {guidance})."
+        return out
+
     def check(self, n: float | None, steps: float | None, sampler: str,
               guidance: float | None = None) -> tuple[int, int]:
         """Validate the common fields; returns (n, steps) as ints or raises FacediffError."""
-        lim = self.limits
-        n_i = _whole(n, "Number of images")
-        steps_i = _whole(steps, "Steps")
-        if not 1 <= n_i <= lim.max_images:
-            raise FacediffError(f"Number of images must be between 1 and {lim.max_images} "
-                                f"(got {n_i}).")
-        if not 1 <= steps_i <= lim.max_steps:
-            raise FacediffError(f"Steps must be between 1 and {lim.max_steps} (got {steps_i}).")
-        if sampler not in SAMPLERS:
-            raise FacediffError(f"Unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}.")
-        if guidance is not None and not 0.0 <= guidance <= 20.0:
-            raise FacediffError(f"Guidance must be between 0 and 20 (got {guidance}).")
-        return n_i, steps_i
+        bad = self.problems(n, steps, sampler, guidance)
+        if bad:
+            raise FacediffError(next(iter(bad.values())))
+        return int(n), int(steps)  # type: ignore[arg-type]
 
     def attrs(self, choices: Mapping[str, str]) -> list[str]:
         """Tri-state controls -> ["Smiling=1", "race=Asian"]; "any" requests nothing."""
@@ -116,10 +132,10 @@ class Session:
     def pick_seed(self, seed: float | None, randomize: bool) -> int:
         if randomize:
             return random.randint(0, MAX_SEED)
-        s = _whole(seed, "Seed")
-        if not 0 <= s <= MAX_SEED:
-            raise FacediffError(f"Seed must be between 0 and {MAX_SEED} (got {s}).")
-        return s
+        bad = self.problems(seed=seed)
+        if bad:
+            raise FacediffError(bad["seed"])
+        return int(seed)  # type: ignore[arg-type]
 
     def generate(
         self, n: float | None, sampler: str, steps: float | None, seed: float | None,

@@ -106,8 +106,17 @@ def build_app(session: Session) -> gr.Blocks:
                     else:
                         yield item.display, str(item.path), item.info, item.seed
 
+            def check_generate(n_: float, sampler_: str, steps_: float, seed_: float,
+                               randomize_: bool, guidance_: float, *values: str) -> list[Any]:
+                """Runs before the queue: a message beside each wrong field."""
+                bad = session.problems(n_, steps_, sampler_, None, seed_, randomize_)
+                keys = ["n", "sampler", "steps", "seed", "randomize", "guidance"]
+                return [gr.validate(k not in bad, bad.get(k, "")) for k in keys] + \
+                    [gr.validate(True, "") for _ in values]
+
             event = go.click(run_generate, [n, sampler, steps, seed, randomize, guidance, *attrs],
-                             [image, download, info, seed], concurrency_id="model")
+                             [image, download, info, seed], concurrency_id="model",
+                             validator=check_generate)
             stop.click(None, cancels=[event])
 
             # ---- interpolate ------------------------------------------------------------
@@ -158,6 +167,7 @@ def build_app(session: Session) -> gr.Blocks:
                         with gr.Column(scale=1, min_width=300):
                             photo = gr.Image(label="Photo of a face", type="filepath",
                                              sources=["upload", "clipboard"])
+                            e_go = gr.Button("Edit", variant="primary", elem_id="edit")
                             with gr.Accordion("Change (keep / on / off)", open=len(names) <= 12):
                                 changes = _attribute_controls(session, KEEP)
                             method = gr.Radio(["ddim", "sdedit"], value="ddim",
@@ -169,7 +179,6 @@ def build_app(session: Session) -> gr.Blocks:
                                                 precision=0)
                             e_guidance = gr.Slider(0, 10, value=cfg.sample.guidance, step=0.5,
                                                    label="Guidance")
-                            e_go = gr.Button("Edit", variant="primary", elem_id="edit")
                         with gr.Column(scale=2):
                             edited = gr.Image(label="Before | after", type="pil", format="png",
                                               interactive=False)
