@@ -166,6 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
     from facediff.eval.commands import add_parsers
 
     add_parsers(add, _positive, common)
+    from facediff.viz.commands import add_parsers as add_viz_parsers
+
+    add_viz_parsers(add, _positive, common)
+
+    from facediff.app.commands import add_parser as add_app
+
+    add_app(add, _positive)
     return p
 
 
@@ -382,9 +389,21 @@ def cmd_classifier(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_viz(args: argparse.Namespace) -> int:
+    from facediff.viz.commands import cmd_viz as run
+
+    return run(args)
+
+
+def cmd_app(args: argparse.Namespace) -> int:
+    from facediff.app.commands import cmd_app as run
+
+    return run(args, _device(args.device))
+
+
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "interpolate": cmd_interpolate,
             "edit": cmd_edit, "config": cmd_config, "export": cmd_export, "data": cmd_data,
-            "eval": cmd_eval, "classifier": cmd_classifier}
+            "eval": cmd_eval, "classifier": cmd_classifier, "viz": cmd_viz, "app": cmd_app}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -90,7 +90,7 @@ def browser(app_url: str) -> Iterator[object]:
         b.close()
 
 
-def _open(browser, url: str):  # noqa: ANN202
+def _open(browser, url: str):
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
     page.set_default_timeout(TIMEOUT_MS)
     page.goto(url, wait_until="domcontentloaded")
@@ -98,13 +98,13 @@ def _open(browser, url: str):  # noqa: ANN202
     return page
 
 
-def _set_number(page, elem_id: str, value: int) -> None:  # noqa: ANN001
+def _set_number(page, elem_id: str, value: int) -> None:
     box = page.locator(f"#{elem_id} input")
     box.fill(str(value))
     box.press("Tab")  # commit the value as a user leaving the field would
 
 
-def _generated_size(page) -> list[int]:  # noqa: ANN001
+def _generated_size(page) -> list[int]:
     page.wait_for_function(
         "() => document.querySelector('#info')?.innerText.includes('seed')")
     img = page.locator("#output-image img").first

@@ -1,0 +1,161 @@
+"""The ``facediff viz`` commands: forward, reverse, progress and loss figures."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from facediff.config import DiffusionConfig
+from facediff.errors import FacediffError
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    Frames = tuple[list[Image.Image], list[int]]
+
+log = logging.getLogger("facediff")
+
+
+def add_parsers(add: Callable[[str, str], argparse.ArgumentParser],
+                positive: Callable[[str], Callable[[str], int]],
+                common: argparse.ArgumentParser) -> None:
+    v = add("viz", "figures of the diffusion process and of training runs")
+    vsub = v.add_subparsers(dest="viz_command", required=True, parser_class=type(v))
+
+    def animation(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--animation", choices=["gif", "mp4", "none"], default="gif",
+                       help="also write an animation beside --out (default gif; mp4 needs "
+                            "imageio-ffmpeg)")
+
+    f = vsub.add_parser("forward", parents=[common],
+                        help="the forward noising process on dataset images")
+    f.add_argument("data", help="image folder, CelebA dir, MNIST dir, HF dataset or name")
+    f.add_argument("--t", default="0,50,100,200,400,999",
+                   help="comma-separated timesteps, one column each (default 0,50,100,200,400,999)")
+    f.add_argument("--n", type=positive("--n"), default=4, help="images (rows; default 4)")
+    f.add_argument("--size", type=positive("--size"), help="image size (default 64)")
+    f.add_argument("--schedule", help="beta schedule: cosine, linear, scaled_linear or "
+                                      "sigmoid; comma-separated to compare (default: "
+                                      f"{DiffusionConfig().beta_schedule}, as in the default "
+                                      "config)")
+    f.add_argument("--model", help="take the schedule and image size from this model instead")
+    f.add_argument("--seed", type=int, default=0, help="picks the images and the noise")
+    f.add_argument("--out", default="forward.png", help="figure PNG to write")
+    animation(f)
+    f.add_argument("--no-progress", action="store_true")
+
+    r = vsub.add_parser("reverse", parents=[common],
+                        help="the reverse (denoising) chain of a model: x_t and predicted x_0")
+    r.add_argument("model", help="exported model dir or run dir")
+    r.add_argument("--n", type=positive("--n"), default=2, help="images (default 2)")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--sampler", default="ddim", help="ddpm, ddim, dpmpp, unipc, euler or heun")
+    r.add_argument("--steps", type=positive("--steps"), default=50)
+    r.add_argument("--show", type=positive("--show"), default=8,
+                   help="steps shown in the figure, spread over the run (default 8)")
+    r.add_argument("--attr", action="append", default=[], metavar="NAME=VALUE",
+                   help="fix an attribute (conditional models), e.g. Smiling=1")
+    r.add_argument("--guidance", type=float, help="classifier-free guidance scale")
+    r.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    r.add_argument("--out", default="reverse.png", help="figure PNG to write")
+    animation(r)
+
+    p = vsub.add_parser("progress", parents=[common],
+                        help="a run's fixed-noise sample grids over training")
+    p.add_argument("run", help="run dir (with samples/step-*.png)")
+    p.add_argument("--max-frames", type=positive("--max-frames"), default=8,
+                   help="grids in the figure, evenly spread (default 8)")
+    p.add_argument("--out", default="progress.png", help="figure PNG to write")
+    animation(p)
+
+    lo = vsub.add_parser("loss", parents=[common], help="a run's loss, learning rate and FID")
+    lo.add_argument("run", help="run dir (with logs/metrics.csv)")
+    lo.add_argument("--smooth", type=float, default=0.9,
+                    help="smoothing of the training loss, 0 (none) to <1, like TensorBoard's "
+                         "slider but centred (default 0.9)")
+    lo.add_argument("--out", default="loss.png", help="figure PNG to write")
+
+
+def cmd_viz(args: argparse.Namespace) -> int:
+    from facediff.viz.animation import animation_path, check_format, save_animation
+
+    fmt = getattr(args, "animation", "none")
+    check_format(fmt)  # before any work
+    out = Path(args.out)
+    frames: Frames | None = None
+    if args.viz_command == "forward":
+        frames, what = _forward(args, fmt != "none")
+    elif args.viz_command == "reverse":
+        frames, what = _reverse(args, fmt != "none")
+    elif args.viz_command == "progress":
+        from facediff.viz.training import progress_figure, progress_frames
+
+        progress_figure(args.run, out, args.max_frames)
+        frames = progress_frames(args.run) if fmt != "none" else None
+        what = f"sample grids of {args.run}"
+    else:
+        from facediff.viz.training import loss_figure
+
+        loss_figure(args.run, out, args.smooth)
+        what = f"training curves of {args.run}"
+    wrote = str(out)
+    if frames is not None:
+        anim = save_animation(frames[0], animation_path(out, fmt), frames[1])
+        wrote += f" and {anim} ({len(frames[0])} frames)"
+    print(f"wrote {wrote}: {what}")
+    return 0
+
+
+def _forward(args: argparse.Namespace, animate: bool) -> tuple[Frames | None, str]:
+    from facediff.config import DataConfig
+    from facediff.viz.process import (
+        forward_figure,
+        forward_frames,
+        load_faces,
+        parse_timesteps,
+        schedule_configs,
+    )
+
+    if args.model:
+        if args.schedule or args.size:
+            raise FacediffError("--model sets the schedule and image size: drop --schedule "
+                                "and --size, or --model")
+        from facediff.train.checkpoint import read_model
+
+        cfg = read_model(args.model)[0]
+        schedules = {cfg.diffusion.beta_schedule: cfg.diffusion}
+        size = cfg.data.image_size
+    else:
+        default = DiffusionConfig()
+        schedules = schedule_configs(args.schedule or default.beta_schedule, default)
+        size = args.size or 64
+    T = next(iter(schedules.values())).num_train_timesteps
+    ts = parse_timesteps(args.t, T)  # before loading any data
+    path = Path(args.data).expanduser()
+    data = DataConfig(path=str(path.resolve()) if path.exists() else args.data,
+                      image_size=size, hflip=False)
+    images = load_faces(data, args.n, args.seed, progress=not args.no_progress)
+    forward_figure(images, ts, schedules, args.out, args.seed)
+    frames = forward_frames(images, schedules, args.seed) if animate else None
+    return frames, (f"{len(images)} images of {args.data} at t = {','.join(map(str, ts))} "
+                    f"({', '.join(schedules)}, seed {args.seed})")
+
+
+def _reverse(args: argparse.Namespace, animate: bool) -> tuple[Frames | None, str]:
+    from facediff.api import load
+    from facediff.cli import _device
+    from facediff.diffusion.sampling import SAMPLERS
+    from facediff.viz.process import capture_chain, reverse_figure, reverse_frames
+
+    if args.sampler not in SAMPLERS:  # before loading the model
+        raise FacediffError(f"unknown sampler {args.sampler!r}; choose from "
+                            f"{', '.join(SAMPLERS)}")
+    model = load(args.model, device=_device(args.device))
+    chain = capture_chain(model, args.n, args.seed, args.sampler, args.steps, args.attr,
+                          args.guidance)
+    reverse_figure(chain, args.out, args.show)
+    frames = reverse_frames(chain) if animate else None
+    return frames, f"{chain.title()}, model {model.source}"
