@@ -91,3 +91,16 @@ def test_binary_config_file_is_a_clear_error(tmp_path: Path):
     f.write_bytes(bytes(range(256)))
     with pytest.raises(ConfigError, match="not text"):
         Config.load(f)
+
+
+def test_a_bare_no_is_the_word_not_false(tmp_path):
+    """YAML 1.1 reads `no` as false; for a choice that includes "no" it means "no"."""
+    from facediff.config import resolve_config
+
+    cfg = resolve_config(preset="tiny", overrides=["train.mixed_precision=no"])
+    assert cfg.train.mixed_precision == "no"
+    f = tmp_path / "c.yaml"
+    f.write_text("train:\n  mixed_precision: no\n")
+    assert resolve_config(config_file=str(f)).train.mixed_precision == "no"
+    with pytest.raises(ConfigError, match="mixed_precision"):
+        resolve_config(preset="tiny", overrides=["train.mixed_precision=yes"])

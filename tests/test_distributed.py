@@ -27,7 +27,10 @@ def _free_port() -> int:
 def test_two_processes_match_one(faces_dir: Path, tmp_path: Path):
     args = ["train", *tiny_args(faces_dir), "--max-steps", "6", "--set", "train.batch_size=8",
             "--set", "train.checkpoint_every=3", "--set", "data.val_fraction=0.25",
-            "--set", "train.val_every=3", "--set", "train.sample_every=3"]
+            "--set", "train.val_every=3", "--set", "train.sample_every=3",
+            # fp32: bf16 autocast (the CPU default where the CPU has it) rounds each rank's
+            # half-batch differently, which this comparison would mistake for a DDP error
+            "--set", "train.mixed_precision=no"]
     one = subprocess.run([sys.executable, "-m", "facediff", *args, "--out",
                           str(tmp_path / "one")], capture_output=True, text=True, env=ENV,
                          timeout=180)

@@ -171,3 +171,26 @@ def test_resume_refuses_changed_condition_values(tmp_path: Path):
     labels.write_text("file,race\n" + "".join(f"{i}.png,{'AC'[i % 2]}\n" for i in range(8)))
     with pytest.raises(ConfigError, match="different conditions"):
         Trainer(cfg, tmp_path / "run", progress=False).fit()
+
+
+def test_cpu_precision_and_layout_defaults(faces_dir: Path, tmp_path: Path, monkeypatch):
+    import facediff.train.trainer as tr_mod
+
+    monkeypatch.setattr(tr_mod.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(tr_mod, "_cpu_has_bf16", lambda: True)
+    assert tr_mod.resolve_mixed_precision("auto") == "bf16"
+    monkeypatch.setattr(tr_mod, "_cpu_has_bf16", lambda: False)
+    assert tr_mod.resolve_mixed_precision("auto") == "no"
+    assert tr_mod.resolve_mixed_precision("fp16") == "fp16"
+
+    trainer = Trainer(tiny_config(faces_dir, "train.max_steps=2"), tmp_path / "run",
+                      progress=False)
+    convs = [m.weight for m in trainer.unet.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    assert trainer.optimizer.defaults["foreach"] is True  # multi-tensor AdamW off CUDA
+    assert trainer.fit().reason == "finished"
+    plain = Trainer(tiny_config(faces_dir, "train.channels_last=false"), tmp_path / "p",
+                    progress=False)
+    assert not all(m.weight.is_contiguous(memory_format=torch.channels_last)
+                   for m in plain.unet.modules() if isinstance(m, torch.nn.Conv2d)
+                   and m.weight.shape[-1] > 1)

@@ -59,7 +59,16 @@ def resolve_mixed_precision(setting: str) -> str:
         return setting
     if torch.cuda.is_available():
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if _cpu_has_bf16():
+        return "bf16"
     return "no"
+
+
+def _cpu_has_bf16() -> bool:
+    """Native bf16 maths on this CPU (AVX512-BF16 or AMX): autocast pays off only there."""
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(cpu, c, lambda: False)()) for c in checks)
 
 
 def step_seed(seed: int, step: int) -> int:
@@ -175,9 +184,11 @@ class Trainer:
         torch.manual_seed(t.seed)
         self.unet = build_model(cfg)  # the denoiser: U-Net (+ condition embedding)
         self.objective = DiffusionObjective(cfg.diffusion)
-        opt_kwargs: dict[str, Any] = {}
-        if self.device.type == "cuda":
-            opt_kwargs["fused"] = True
+        if t.channels_last:
+            self.unet.to(memory_format=torch.channels_last)
+        # one fused kernel (CUDA) or multi-tensor ops (elsewhere), not a loop over parameters
+        opt_kwargs: dict[str, Any] = {"fused": True} if self.device.type == "cuda" \
+            else {"foreach": True}
         self.optimizer = torch.optim.AdamW(
             self.unet.parameters(), lr=t.lr, betas=tuple(t.adam_betas),
             weight_decay=t.weight_decay, **opt_kwargs,
@@ -187,6 +198,8 @@ class Trainer:
             self.optimizer, num_warmup_steps=t.warmup_steps, num_training_steps=t.max_steps,
         )
         self.model, self.optimizer = acc.prepare(self.unet, self.optimizer)
+        if t.compile:  # the training forward only; self.unet (saved, sampled) stays as it is
+            self.model = torch.compile(self.model)
         self.ema = HalfLifeEMA(self.unet.parameters(), t.batch_size, t.ema_halflife_images,
                                t.ema_rampup)
         self.ema.to(self.device)
@@ -447,6 +460,9 @@ class Trainer:
                 x0 = torch.where(flip_all[sel].to(self.device)[:, None, None, None],
                                  x0.flip(3), x0)
             noise = noise_all[sel].to(self.device, non_blocking=True)
+            if t.channels_last:
+                x0 = x0.contiguous(memory_format=torch.channels_last)
+                noise = noise.contiguous(memory_format=torch.channels_last)
             ts = t_all[sel].to(self.device, non_blocking=True)
             labels = None if labels_all is None else labels_all[sel]
             with acc.accumulate(self.model):
