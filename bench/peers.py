@@ -28,8 +28,11 @@ the EMA update all count.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -75,8 +78,36 @@ def run_facediff(args: argparse.Namespace, extra: list[str]) -> dict:
         loss, _ = step()
         float(loss)  # one sync per step for the timestamp (the trainer itself logs every N)
         stamps.append(time.perf_counter())
-    return {"params": count_parameters(tr.unet), "speeds": windows(
-        stamps, args.warmup, args.steps, args.batch)}
+    return {"params": count_parameters(tr.unet), "precision": tr.accelerator.mixed_precision,
+            "speeds": windows(stamps, args.warmup, args.steps, args.batch),
+            "data_ms": data_path_ms(tr)}
+
+
+def data_path_ms(tr: object) -> float:
+    """Milliseconds per step of the trainer's data path alone (what train_step does before
+    the network: the seeded draws, the batch's indices, gathering and flipping the images)."""
+    from facediff.data.transforms import uint8_to_model
+    from facediff.train.trainer import step_seed
+
+    t = tr.cfg.train  # type: ignore[attr-defined]
+
+    def data(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        g = torch.Generator().manual_seed(step_seed(t.seed, step))
+        idx = torch.from_numpy(tr.stream.batch(step))  # type: ignore[attr-defined]
+        images = tr.train_images  # type: ignore[attr-defined]
+        h, w, c = images.shape[1:]
+        noise = torch.randn((t.batch_size, c, h, w), generator=g)
+        tr.objective.sample_timesteps(t.batch_size, g)  # type: ignore[attr-defined]
+        flip = torch.rand(t.batch_size, generator=g) < 0.5
+        x0 = uint8_to_model(images[idx.to(images.device)])
+        return torch.where(flip.to(x0.device)[:, None, None, None], x0.flip(3), x0), noise
+
+    for i in range(20):
+        data(i)
+    t0 = time.perf_counter()
+    for i in range(200):
+        data(i)
+    return (time.perf_counter() - t0) / 200 * 1000
 
 
 def run_facediff_premade(args: argparse.Namespace, extra: list[str]) -> dict:
@@ -197,7 +228,8 @@ def main() -> None:
                          "as lucidrains' Trainer does)")
     ap.add_argument("--tools", default="facediff,premade,lucidrains,reference")
     ap.add_argument("--set", action="append", default=[], dest="overrides",
-                    help="extra facediff config override (e.g. train.mixed_precision=bf16)")
+                    help="extra facediff config override (e.g. train.mixed_precision=no)")
+    ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one tool, print JSON
     args = ap.parse_args()
     args.data = args.data.expanduser().resolve()
     torch.set_num_threads(os.cpu_count() or 1)
@@ -210,16 +242,28 @@ def main() -> None:
     }
     names = {"facediff": "facediff Trainer", "premade": "facediff, pre-made batch",
              "lucidrains": "lucidrains Trainer", "reference": "reference loop"}
+    if args.one:  # a fresh process per tool: accelerate's state is process-wide
+        t0 = time.perf_counter()
+        r = runs[args.one]()
+        r["wall"] = time.perf_counter() - t0
+        print("RESULT " + json.dumps(r))
+        return
     results = {}
     for tool in args.tools.split(","):
-        t0 = time.perf_counter()
-        results[tool] = runs[tool]()
-        results[tool]["wall"] = time.perf_counter() - t0
+        cmd = [sys.executable, *sys.argv, "--one", tool]
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        lines = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
+        if out.returncode or not lines:
+            sys.exit(f"{tool} failed:\n{out.stderr[-3000:]}")
+        results[tool] = json.loads(lines[-1][7:])
+        prec = f", mixed precision {results[tool]['precision']}, data path " \
+            f"{results[tool]['data_ms']:.2f} ms/step" if "precision" in results[tool] else ""
         print(f"# {tool}: {[round(s, 1) for s in results[tool]['speeds']]} img/s "
-              f"({results[tool]['wall']:.0f} s)", flush=True)
+              f"({results[tool]['wall']:.0f} s{prec})", flush=True)
 
-    print(f"\n{args.size} px, batch {args.batch}, {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, device cpu\n")
+    extra = f", facediff with {' '.join(args.overrides)}" if args.overrides else ""
+    print(f"\n{args.size} px, batch {args.batch}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, device cpu{extra}\n")
     print("| tool | params (M) | img/s (median) | windows | facediff's ratio |")
     print("|---|---|---|---|---|")
     ours = statistics.median(results["facediff"]["speeds"]) if "facediff" in results else None

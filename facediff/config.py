@@ -88,9 +88,9 @@ class TrainConfig:
     # auto: bf16 on GPUs that have it (else fp16), bf16 on CPUs with AVX512-BF16 or AMX
     # (measured 61 -> 84 img/s on a Zen 5 core pair), else fp32 ("no")
     mixed_precision: MixedPrecision = "auto"
-    # the U-Net and its inputs in NHWC layout: measured +3% (fp32) and +16% (bf16) img/s on
-    # CPU; the layout tensor cores prefer on GPUs
-    channels_last: bool = True
+    # the U-Net and its inputs in NHWC layout; null (auto): on for CUDA (what tensor cores
+    # prefer), off elsewhere: on this project's 2-core CPU it cost 7-10% img/s (bf16 and fp32)
+    channels_last: bool | None = None
     # torch.compile the training forward pass: pays off on GPUs; on a 2-core CPU it took 87 s
     # to compile and was not faster (bench/peers.py, docs/performance.md)
     compile: bool = False

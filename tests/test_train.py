@@ -183,14 +183,13 @@ def test_cpu_precision_and_layout_defaults(faces_dir: Path, tmp_path: Path, monk
     assert tr_mod.resolve_mixed_precision("auto") == "no"
     assert tr_mod.resolve_mixed_precision("fp16") == "fp16"
 
-    trainer = Trainer(tiny_config(faces_dir, "train.max_steps=2"), tmp_path / "run",
-                      progress=False)
+    trainer = Trainer(tiny_config(faces_dir, "train.max_steps=2", "train.channels_last=true"),
+                      tmp_path / "run", progress=False)
     convs = [m.weight for m in trainer.unet.modules() if isinstance(m, torch.nn.Conv2d)]
     assert all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
     assert trainer.optimizer.defaults["foreach"] is True  # multi-tensor AdamW off CUDA
     assert trainer.fit().reason == "finished"
-    plain = Trainer(tiny_config(faces_dir, "train.channels_last=false"), tmp_path / "p",
-                    progress=False)
+    plain = Trainer(tiny_config(faces_dir), tmp_path / "p", progress=False)  # auto: off on CPU
     assert not all(m.weight.is_contiguous(memory_format=torch.channels_last)
                    for m in plain.unet.modules() if isinstance(m, torch.nn.Conv2d)
                    and m.weight.shape[-1] > 1)

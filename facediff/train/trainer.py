@@ -184,7 +184,9 @@ class Trainer:
         torch.manual_seed(t.seed)
         self.unet = build_model(cfg)  # the denoiser: U-Net (+ condition embedding)
         self.objective = DiffusionObjective(cfg.diffusion)
-        if t.channels_last:
+        self.channels_last = self.device.type == "cuda" if t.channels_last is None \
+            else t.channels_last
+        if self.channels_last:
             self.unet.to(memory_format=torch.channels_last)
         # one fused kernel (CUDA) or multi-tensor ops (elsewhere), not a loop over parameters
         opt_kwargs: dict[str, Any] = {"fused": True} if self.device.type == "cuda" \
@@ -460,7 +462,7 @@ class Trainer:
                 x0 = torch.where(flip_all[sel].to(self.device)[:, None, None, None],
                                  x0.flip(3), x0)
             noise = noise_all[sel].to(self.device, non_blocking=True)
-            if t.channels_last:
+            if self.channels_last:
                 x0 = x0.contiguous(memory_format=torch.channels_last)
                 noise = noise.contiguous(memory_format=torch.channels_last)
             ts = t_all[sel].to(self.device, non_blocking=True)
