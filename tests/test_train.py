@@ -173,7 +173,7 @@ def test_resume_refuses_changed_condition_values(tmp_path: Path):
         Trainer(cfg, tmp_path / "run", progress=False).fit()
 
 
-def test_cpu_precision_and_layout_defaults(faces_dir: Path, tmp_path: Path, monkeypatch):
+def test_cpu_precision_default(monkeypatch):
     import facediff.train.trainer as tr_mod
 
     monkeypatch.setattr(tr_mod.torch.cuda, "is_available", lambda: False)
@@ -183,6 +183,9 @@ def test_cpu_precision_and_layout_defaults(faces_dir: Path, tmp_path: Path, monk
     assert tr_mod.resolve_mixed_precision("auto") == "no"
     assert tr_mod.resolve_mixed_precision("fp16") == "fp16"
 
+
+def test_cpu_layout_and_optimizer(faces_dir: Path, tmp_path: Path):
+    # (accelerate's state is per process: every in-process trainer keeps the same precision)
     trainer = Trainer(tiny_config(faces_dir, "train.max_steps=2", "train.channels_last=true"),
                       tmp_path / "run", progress=False)
     convs = [m.weight for m in trainer.unet.modules() if isinstance(m, torch.nn.Conv2d)]
