@@ -23,6 +23,7 @@ from facediff.data.transforms import model_to_uint8
 from facediff.diffusion.sampling import SAMPLERS, Callback
 from facediff.errors import FacediffError
 from facediff.model import count_parameters
+from facediff.viz.animation import upscale as scale_up
 from facediff.viz.grid import make_grid
 
 if TYPE_CHECKING:
@@ -242,9 +243,9 @@ class Session:
 
 
 def upscale(img: Image.Image, cell: int, target: int = DISPLAY_CELL) -> Image.Image:
-    """Scale by the whole factor that makes a ``cell``-pixel face at least ``target`` wide."""
-    f = max(1, -(-target // cell))
-    return img if f == 1 else img.resize((img.width * f, img.height * f), Image.NEAREST)
+    """Scale a grid by the whole factor that makes a ``cell``-pixel face at least ``target``
+    wide."""
+    return scale_up(img, target, unit=cell)
 
 
 class Cancelled(Exception):

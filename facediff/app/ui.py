@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -35,9 +37,6 @@ def _attribute_controls(session: Session, first: str) -> list[gr.components.Comp
 
 def _errors_shown(fn: Any) -> Any:
     """FacediffError -> a message on the page (gr.Error) instead of a generic failure."""
-    import functools
-    import inspect
-
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
         def gen(*args: Any) -> Iterator[Any]:

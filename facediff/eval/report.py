@@ -7,6 +7,8 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from facediff.viz.plotting import pyplot
+
 _FLOAT_FMT = {"fid": "{:.2f}", "kid": "{:.5f}", "kid_std": "{:.5f}", "precision": "{:.3f}",
               "recall": "{:.3f}", "control_acc": "{:.3f}"}
 
@@ -44,18 +46,10 @@ def write_tables(rows: Sequence[dict[str, object]], out: Path, name: str = "resu
     (out / f"{name}.json").write_text(json.dumps(list(rows), indent=1) + "\n")
 
 
-def _figure():  # type: ignore[no-untyped-def]
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
 
 def plot_fid_vs_nfe(rows: Sequence[dict[str, object]], path: Path, title: str) -> Path:
     """One line per sampler: FID against network evaluations per image (log scale)."""
-    plt = _figure()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
     for sampler in dict.fromkeys(str(r["sampler"]) for r in rows):
         pts = sorted((float(r["nfe"]), float(r["fid"])) for r in rows if r["sampler"] == sampler)
@@ -78,7 +72,7 @@ def plot_fid_vs_nfe(rows: Sequence[dict[str, object]], path: Path, title: str) -
 
 def plot_fid_vs_accuracy(rows: Sequence[dict[str, object]], path: Path, title: str) -> Path:
     """FID against attribute control accuracy, one point per guidance scale."""
-    plt = _figure()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
     xs = [float(r["control_acc"]) for r in rows]  # type: ignore[arg-type]
     ys = [float(r["fid"]) for r in rows]  # type: ignore[arg-type]

@@ -30,12 +30,14 @@ def font(size: int = FONT_SIZE) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
         return ImageFont.load_default(size=size)
 
 
-def upscale(img: Image.Image | np.ndarray, min_size: int = 96) -> Image.Image:
-    """Nearest-neighbour upscale by the smallest integer factor that makes the short side
-    at least ``min_size`` (a 32 px face becomes 96 px with crisp pixels)."""
+def upscale(img: Image.Image | np.ndarray, min_size: int = 96,
+            unit: int | None = None) -> Image.Image:
+    """Nearest-neighbour upscale by the smallest integer factor that makes ``unit`` pixels
+    (default: the short side; for a grid, one face) at least ``min_size`` (a 32 px face
+    becomes 96 px with crisp pixels)."""
     if isinstance(img, np.ndarray):
         img = Image.fromarray(img[..., 0] if img.ndim == 3 and img.shape[2] == 1 else img)
-    factor = max(1, math.ceil(min_size / min(img.size)))
+    factor = max(1, math.ceil(min_size / (unit or min(img.size))))
     if factor == 1:
         return img
     return img.resize((img.width * factor, img.height * factor), Image.Resampling.NEAREST)

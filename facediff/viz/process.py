@@ -25,6 +25,7 @@ from facediff.data.transforms import model_to_uint8, uint8_to_model
 from facediff.diffusion.objectives import BETA_SCHEDULES, training_scheduler
 from facediff.errors import FacediffError
 from facediff.viz.animation import tile, upscale, with_band
+from facediff.viz.plotting import pyplot
 
 if TYPE_CHECKING:
     from facediff.api import FaceModel
@@ -34,14 +35,6 @@ DPI = 100
 
 
 # ---- shared helpers -----------------------------------------------------------------------
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _show(ax: Any, img: np.ndarray) -> None:
@@ -145,7 +138,7 @@ def forward_figure(images: np.ndarray, timesteps: Sequence[int],
                    schedules: Mapping[str, DiffusionConfig], path: str | Path,
                    seed: int = 0, title: str | None = None) -> Path:
     """Rows: each image (under each schedule, when several); columns: ``timesteps``."""
-    plt = _pyplot()
+    plt = pyplot()
     names = list(schedules)
     strips = {s: noised(images, timesteps, d, seed) for s, d in schedules.items()}
     stats = {s: [schedule_stats(d, t) for t in timesteps] for s, d in schedules.items()}
@@ -266,7 +259,7 @@ def capture_chain(model: FaceModel, n: int = 2, seed: int = 0, sampler: str | No
 def reverse_figure(chain: ReverseChain, path: str | Path, show: int = 8) -> Path:
     """Per image two rows, x_t and the predicted x_0, at ``show`` steps spread over the run
     (the first and the last always included)."""
-    plt = _pyplot()
+    plt = pyplot()
     picks = [chain.steps[k] for k in spread(show, len(chain.steps))]
     n = chain.images.shape[0]
     fig, axes = plt.subplots(2 * n, len(picks), squeeze=False, layout="constrained", dpi=DPI,

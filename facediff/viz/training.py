@@ -11,7 +11,6 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -20,18 +19,11 @@ from facediff.config import Config
 from facediff.errors import FacediffError
 from facediff.train.trainer import CSV_FIELDS, SAMPLE_SEED
 from facediff.viz.animation import upscale, with_band
+from facediff.viz.plotting import pyplot
 from facediff.viz.process import spread
 
 _GRID = re.compile(r"step-(\d+)\.png$")
 
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _run_dir(run: str | Path) -> Path:
@@ -89,7 +81,7 @@ def _progress_title(run: Path) -> str:
 
 def progress_figure(run: str | Path, path: str | Path, max_frames: int = 8) -> Path:
     """The selected sample grids (evenly spread, first and last always), each labelled."""
-    plt = _pyplot()
+    plt = pyplot()
     run = _run_dir(run)
     grids = sample_grids(run)
     picks = [grids[k] for k in spread(max_frames, len(grids))]
@@ -186,7 +178,7 @@ def loss_figure(run: str | Path, path: str | Path, smooth: float = 0.9) -> Path:
     FID when the run evaluated it. x: optimizer step."""
     if not 0 <= smooth < 1:
         raise FacediffError(f"--smooth must be in [0, 1), got {smooth}")
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     run = _run_dir(run)
