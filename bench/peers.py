@@ -86,21 +86,10 @@ def run_facediff(args: argparse.Namespace, extra: list[str]) -> dict:
 def data_path_ms(tr: object) -> float:
     """Milliseconds per step of the trainer's data path alone (what train_step does before
     the network: the seeded draws, the batch's indices, gathering and flipping the images)."""
-    from facediff.data.transforms import uint8_to_model
-    from facediff.train.trainer import step_seed
+    batch = slice(None)
 
-    t = tr.cfg.train  # type: ignore[attr-defined]
-
-    def data(step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        g = torch.Generator().manual_seed(step_seed(t.seed, step))
-        idx = torch.from_numpy(tr.stream.batch(step))  # type: ignore[attr-defined]
-        images = tr.train_images  # type: ignore[attr-defined]
-        h, w, c = images.shape[1:]
-        noise = torch.randn((t.batch_size, c, h, w), generator=g)
-        tr.objective.sample_timesteps(t.batch_size, g)  # type: ignore[attr-defined]
-        flip = torch.rand(t.batch_size, generator=g) < 0.5
-        x0 = uint8_to_model(images[idx.to(images.device)])
-        return torch.where(flip.to(x0.device)[:, None, None, None], x0.flip(3), x0), noise
+    def data(step: int) -> torch.Tensor:
+        return tr.images(tr.draw_batch(step), batch)  # type: ignore[attr-defined]
 
     for i in range(20):
         data(i)

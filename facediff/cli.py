@@ -51,6 +51,19 @@ def _positive(kind: str):
     return parse
 
 
+def _positive_float(kind: str):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{kind} must be a number, got {text!r}") from None
+        if not value > 0 or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"{kind} must be a positive number, got {text}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="facediff", description="Train, sample and inspect face diffusion models.")
     p.add_argument("--version", action="version", version=f"facediff {__version__}")
@@ -72,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="KEY=VALUE", help="override a config value, e.g. train.lr=2e-4")
     t.add_argument("--max-steps", type=_positive("--max-steps"),
                    help="shortcut for --set train.max_steps=N")
+    t.add_argument("--time-limit", type=_positive_float("--time-limit"), metavar="MINUTES",
+                   help="stop after this many minutes of training (checkpoint and export "
+                        "first); the same command resumes")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     s = add("sample", "generate images from a trained model")
@@ -206,12 +222,14 @@ def cmd_train(args: argparse.Namespace) -> int:
             cfg.data.labels = str(Path(args.labels).expanduser().resolve())
     if cfg.data.path:
         cfg.data.path = str(Path(cfg.data.path).expanduser())
-    result = train(cfg, run, progress=not args.no_progress)
+    result = train(cfg, run, progress=not args.no_progress, time_limit_min=args.time_limit)
     msg = {
         "finished": "finished",
         "early_stopped": "stopped early (validation loss stopped improving)",
         "interrupted": "interrupted; run the same command to resume",
         "paused": "paused; run the same command to resume",
+        "time_limit": f"stopped at the {args.time_limit or 0:g}-minute time limit; run the "
+                      "same command to resume",
     }[result.reason]
     loss = f", loss {result.last_loss:.4f}" if result.last_loss is not None else ""
     if result.main_process:

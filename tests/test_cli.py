@@ -83,6 +83,8 @@ def test_config_lists_and_prints(capsys):
     (["sample", "{tmp}", "--n", "0"], "--n must be at least 1"),
     (["sample", "{tmp}", "--n", "x"], "--n must be an integer"),
     (["sample", "{tmp}", "--steps", "-3"], "--steps must be at least 1"),
+    (["train", "--out", "{tmp}/r", "--time-limit", "0"], "--time-limit must be a positive"),
+    (["train", "--out", "{tmp}/r", "--time-limit", "soon"], "--time-limit must be a number"),
     (["frobnicate"], "invalid choice"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys, args, fragment):

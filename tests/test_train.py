@@ -97,6 +97,37 @@ def test_sigint_writes_a_checkpoint_and_resume_finishes(faces_dir: Path, tmp_pat
     assert again.reason == "finished" and again.step == 12
 
 
+def test_time_limit_checkpoints_exports_and_resumes(faces_dir: Path, tmp_path: Path,
+                                                     monkeypatch):
+    import time as real_time
+
+    from facediff.train import trainer as trainer_mod
+
+    clock = {"now": 1000.0}
+
+    class FakeTime:  # only the deadline's clock is faked; each step "takes" 30 s
+        def __getattr__(self, name: str):
+            return getattr(real_time, name)
+
+        def monotonic(self) -> float:
+            return clock["now"]
+
+    class Slow(Trainer):
+        def train_step(self):
+            out = super().train_step()
+            clock["now"] += 30
+            return out
+
+    monkeypatch.setattr(trainer_mod, "time", FakeTime())
+    cfg = tiny_config(faces_dir, "train.max_steps=12")
+    result = Slow(cfg, tmp_path, progress=False).fit(time_limit_min=2)
+    assert result.reason == "time_limit" and result.step == 4
+    assert ck.latest_checkpoint(tmp_path).name == "step-0000004"
+    assert ck.is_exported_model(tmp_path / "model")
+    again = Slow(cfg, tmp_path, progress=False).fit(time_limit_min=60)
+    assert again.reason == "finished" and again.step == 12
+
+
 def test_early_stopping_on_held_out_loss(faces_dir: Path, tmp_path: Path):
     cfg = tiny_config(faces_dir, "train.max_steps=50", "data.val_fraction=0.25",
                       "train.val_every=2", "train.early_stop_patience=2",

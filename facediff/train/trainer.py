@@ -44,10 +44,22 @@ SAMPLE_SEED = 12345  # fixed noise for the progress grids
 
 
 @dataclass
+class GlobalBatch:
+    """One optimizer step's draws for the whole global batch (every process holds it all and
+    takes its own slices)."""
+
+    idx: torch.Tensor  # image indices
+    noise: torch.Tensor
+    timesteps: torch.Tensor
+    flip: torch.Tensor  # horizontal flips (used when data.hflip)
+    labels: torch.Tensor | None  # conditions after dropout (-1 = unspecified), on the device
+
+
+@dataclass
 class TrainResult:
     run_dir: Path
     step: int
-    reason: str  # "finished", "early_stopped", "interrupted", "paused"
+    reason: str  # "finished", "early_stopped", "interrupted", "paused", "time_limit"
     last_loss: float | None
     img_per_s: float | None
     best_val_loss: float | None = None
@@ -430,43 +442,57 @@ class Trainer:
             # written is never left half-done (it is renamed into place when complete)
             tqdm.write(f"received {signal.Signals(signum).name}: saving a checkpoint, then exit")
 
-    def _should_stop_for_signal(self) -> bool:
+    def _should_stop(self, deadline: float | None) -> bool:
+        """A signal arrived, or the wall-clock deadline passed (on any process)."""
+        stop = self._stop_signal is not None or (deadline is not None
+                                                 and time.monotonic() >= deadline)
         if self.world == 1:
-            return self._stop_signal is not None
-        flag = torch.tensor([1.0 if self._stop_signal else 0.0], device=self.device)
+            return stop
+        flag = torch.tensor([1.0 if stop else 0.0], device=self.device)
         return bool(self.accelerator.reduce(flag, "sum").item() > 0)
 
-    def train_step(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """One optimizer step on global batch ``self.step``; returns (loss sum, grad norm)."""
-        t, acc = self.cfg.train, self.accelerator
-        g = torch.Generator().manual_seed(step_seed(t.seed, self.step))
-        idx = torch.from_numpy(self.stream.batch(self.step))
+    def draw_batch(self, step: int) -> GlobalBatch:
+        """The seeded draws of global batch ``step``: the same on every process and resume."""
+        t = self.cfg.train
+        g = torch.Generator().manual_seed(step_seed(t.seed, step))
+        idx = torch.from_numpy(self.stream.batch(step))
         h, w, c = self.train_images.shape[1:]
-        noise_all = torch.randn((t.batch_size, c, h, w), generator=g)
-        t_all = self.objective.sample_timesteps(t.batch_size, g)
-        flip_all = torch.rand(t.batch_size, generator=g) < 0.5
-        labels_all = None
+        noise = torch.randn((t.batch_size, c, h, w), generator=g)
+        timesteps = self.objective.sample_timesteps(t.batch_size, g)
+        flip = torch.rand(t.batch_size, generator=g) < 0.5
+        labels = None
         if self.train_labels is not None:  # condition dropout, for guidance and subsets
             k = self.train_labels.shape[1]
             drop = (torch.rand(t.batch_size, 1, generator=g) < t.cond_drop) | \
                 (torch.rand(t.batch_size, k, generator=g) < t.attr_drop)
-            labels_all = torch.where(drop.to(self.device), -1,
-                                     self.train_labels[idx.to(self.device)])
+            labels = torch.where(drop.to(self.device), -1,
+                                 self.train_labels[idx.to(self.device)])
+        return GlobalBatch(idx, noise, timesteps, flip, labels)
+
+    def images(self, batch: GlobalBatch, sel: slice) -> torch.Tensor:
+        """The model-range images of ``batch[sel]`` on the device, flipped where drawn."""
+        x0 = uint8_to_model(self.train_images[batch.idx[sel].to(self.device)])
+        if self.cfg.data.hflip:
+            x0 = torch.where(batch.flip[sel].to(self.device)[:, None, None, None],
+                             x0.flip(3), x0)
+        return x0
+
+    def train_step(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One optimizer step on global batch ``self.step``; returns (loss sum, grad norm)."""
+        t, acc = self.cfg.train, self.accelerator
+        batch = self.draw_batch(self.step)
         torch.manual_seed(step_seed(t.seed, self.step) + 104_729 * self.rank)  # dropout
         loss_sum = torch.zeros((), device=self.device)
         grad_norm = None
         for m in range(t.grad_accum):
             sel = rank_slice(m, self.micro, self.rank, self.world)
-            x0 = uint8_to_model(self.train_images[idx[sel].to(self.device)])
-            if self.cfg.data.hflip:
-                x0 = torch.where(flip_all[sel].to(self.device)[:, None, None, None],
-                                 x0.flip(3), x0)
-            noise = noise_all[sel].to(self.device, non_blocking=True)
+            x0 = self.images(batch, sel)
+            noise = batch.noise[sel].to(self.device, non_blocking=True)
             if self.channels_last:
                 x0 = x0.contiguous(memory_format=torch.channels_last)
                 noise = noise.contiguous(memory_format=torch.channels_last)
-            ts = t_all[sel].to(self.device, non_blocking=True)
-            labels = None if labels_all is None else labels_all[sel]
+            ts = batch.timesteps[sel].to(self.device, non_blocking=True)
+            labels = None if batch.labels is None else batch.labels[sel]
             with acc.accumulate(self.model):
                 loss = self.objective.loss(self.model, x0, noise, ts, labels).mean()
                 acc.backward(loss)
@@ -481,9 +507,12 @@ class Trainer:
         self.step += 1
         return loss_sum / t.grad_accum, grad_norm
 
-    def fit(self, until_step: int | None = None) -> TrainResult:
-        """Train to ``train.max_steps`` (or pause at ``until_step``), checkpoint and export."""
+    def fit(self, until_step: int | None = None,
+            time_limit_min: float | None = None) -> TrainResult:
+        """Train to ``train.max_steps``, checkpoint and export. Pause early at ``until_step``
+        or after ``time_limit_min`` minutes of this call (reason "time_limit"; resumable)."""
         t, acc = self.cfg.train, self.accelerator
+        deadline = None if time_limit_min is None else time.monotonic() + 60 * time_limit_min
         self.run_dir.mkdir(parents=True, exist_ok=True)
         latest = [ckpt.latest_checkpoint(self.run_dir) if acc.is_main_process else None]
         if self.world > 1:  # rank 0 decides, so every rank resumes from the same step
@@ -569,8 +598,11 @@ class Trainer:
                                    f"not improve for {self.bad_vals} evaluations "
                                    f"(best {self.best_val:.5f})")
                     break
-                if self._should_stop_for_signal():
-                    reason = "interrupted"
+                if self._should_stop(deadline):
+                    reason = "interrupted" if self._stop_signal is not None else "time_limit"
+                    if reason == "time_limit" and acc.is_main_process:
+                        tqdm.write(f"time limit of {time_limit_min:g} min reached at step "
+                                   f"{self.step}: checkpoint, export, stop (resume to go on)")
                     break
                 if until_step is not None and self.step >= until_step:
                     reason = "paused"
@@ -592,6 +624,7 @@ class Trainer:
 
 
 def train(cfg: Config, run_dir: str | Path, data: ImageSet | None = None,
-          progress: bool = True, until_step: int | None = None) -> TrainResult:
-    """Train (or resume) the run in ``run_dir`` with ``cfg``."""
-    return Trainer(cfg, run_dir, data=data, progress=progress).fit(until_step)
+          progress: bool = True, until_step: int | None = None,
+          time_limit_min: float | None = None) -> TrainResult:
+    """Train (or resume) the run in ``run_dir`` with ``cfg`` (see ``Trainer.fit``)."""
+    return Trainer(cfg, run_dir, data=data, progress=progress).fit(until_step, time_limit_min)
