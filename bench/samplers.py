@@ -31,7 +31,6 @@ def one(args: argparse.Namespace, name: str, steps: int) -> dict:
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     evals: list[int] = []
     t0 = time.perf_counter()
     model.sample_tensor(args.n, steps=steps, sampler=name, batch_size=args.batch_size,
@@ -41,7 +40,7 @@ def one(args: argparse.Namespace, name: str, steps: int) -> dict:
     seconds = time.perf_counter() - t0
     peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else \
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"seconds": seconds, "peak_mb": peak, "rss_before_mb": rss0,
+    return {"seconds": seconds, "peak_mb": peak,
             "evals": len(evals) // -(-args.n // args.batch_size),
             "device": str(model.device), "size": model.config.data.image_size,
             "source": str(model.source)}

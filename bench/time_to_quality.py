@@ -51,7 +51,8 @@ def train_facediff(args: argparse.Namespace, run: Path) -> dict:
     subprocess.run(cmd, check=True)
     import csv
 
-    rows = list(csv.DictReader(open(run / "logs" / "metrics.csv")))
+    with open(run / "logs" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
     first, last = rows[0], rows[-1]
     # the first row is logged after log_every steps: extrapolate back to step 0
     span = float(last["time"]) - float(first["time"])

@@ -38,26 +38,18 @@ def _setup_logging(quiet: bool) -> None:
     root.propagate = False
 
 
-def _positive(kind: str):
-    def parse(text: str) -> int:
+def _positive(kind: str, number: type = int):
+    """argparse type: a positive int (at least 1) or, with ``number=float``, a finite float > 0."""
+    what = "an integer" if number is int else "a number"
+
+    def parse(text: str) -> int | float:
         try:
-            value = int(text)
+            value = number(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{kind} must be an integer, got {text!r}") from None
-        if value < 1:
+            raise argparse.ArgumentTypeError(f"{kind} must be {what}, got {text!r}") from None
+        if number is int and value < 1:
             raise argparse.ArgumentTypeError(f"{kind} must be at least 1, got {value}")
-        return value
-
-    return parse
-
-
-def _positive_float(kind: str):
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{kind} must be a number, got {text!r}") from None
-        if not value > 0 or value == float("inf"):
+        if number is not int and not 0 < value < float("inf"):
             raise argparse.ArgumentTypeError(f"{kind} must be a positive number, got {text}")
         return value
 
@@ -85,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="KEY=VALUE", help="override a config value, e.g. train.lr=2e-4")
     t.add_argument("--max-steps", type=_positive("--max-steps"),
                    help="shortcut for --set train.max_steps=N")
-    t.add_argument("--time-limit", type=_positive_float("--time-limit"), metavar="MINUTES",
+    t.add_argument("--time-limit", type=_positive("--time-limit", float), metavar="MINUTES",
                    help="stop after this many minutes of training (checkpoint and export "
                         "first); the same command resumes")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
