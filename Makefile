@@ -1,5 +1,6 @@
-# facediff: `make demo` trains a tiny model on drawn faces and samples from it;
-# `make test` runs the test suite. Both create .venv and install what they need.
+# facediff: `make demo` samples 16 faces from the bundled model into samples/grid.png;
+# `make test` runs the test suite; `make demo-train` trains a tiny model on drawn faces and
+# samples from it. Each creates .venv and installs what it needs.
 PYTHON ?= python3
 VENV ?= .venv
 # the CPU build lies on the dev machines' disk; on a CUDA machine PyPI's build is the GPU one
@@ -8,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_STEPS ?= 600
 
-.PHONY: install demo test lint clean
+.PHONY: install demo demo-train test lint clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +21,9 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 demo: $(STAMP)
+	$(VENV)/bin/facediff sample --n 16 --out samples
+
+demo-train: $(STAMP)
 	$(VENV)/bin/facediff data synth --out demo/faces --n 1024 --size 32
 	$(VENV)/bin/facediff train --data demo/faces --preset tiny --out demo/run --max-steps $(DEMO_STEPS)
 	$(VENV)/bin/facediff sample demo/run --n 16 --out demo/samples
@@ -32,4 +36,4 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check facediff tests bench
 
 clean:
-	rm -rf demo .pytest_cache .ruff_cache
+	rm -rf demo samples .pytest_cache .ruff_cache

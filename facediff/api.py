@@ -1,4 +1,7 @@
-"""The Python API: ``facediff.load(path).sample(n=16, steps=25, seed=0)``."""
+"""The Python API: ``facediff.load(path).sample(n=16, steps=25, seed=0)``.
+
+``facediff.load()`` with no path loads the bundled face model.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from facediff.assets import ASSETS, resolve_model
 from facediff.config import Config
 from facediff.data.conditions import ConditionSpec, parse_requests, spec_from_entries
 from facediff.data.transforms import array_to_image
@@ -100,9 +104,18 @@ class FaceModel:
                             dtype=torch.float16 if half else None)
 
 
-def load(path: str | Path, device: str | torch.device | None = None) -> FaceModel:
-    """Load an exported model dir, or a run dir (its export or latest checkpoint's EMA)."""
-    cfg, weights, source = read_model(path)
+def load(path: str | Path | None = None, device: str | torch.device | None = None,
+         conditional: bool = False) -> FaceModel:
+    """Load an exported model dir, a run dir (its export or latest checkpoint's EMA) or a
+    bundled model by name (``facediff.assets.BUNDLED``).
+
+    With no path: the bundled unconditional face model, or with ``conditional=True`` the
+    bundled attribute-conditional one.
+    """
+    where = resolve_model(path, conditional)
+    cfg, weights, source = read_model(where)
+    if where.parent == ASSETS:
+        source = f"bundled {where.name}"
     net = build_model(cfg)
     net.load_state_dict({k: v.float() for k, v in weights.items()})
     net.eval().requires_grad_(False)

@@ -56,6 +56,10 @@ def _positive(kind: str, number: type = int):
     return parse
 
 
+MODEL_HELP = ("model dir, run dir or bundled model name (default: the bundled face model; with "
+              "--attr, the bundled attribute model)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="facediff", description="Train, sample and inspect face diffusion models.")
     p.add_argument("--version", action="version", version=f"facediff {__version__}")
@@ -83,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     s = add("sample", "generate images from a trained model")
-    s.add_argument("model", help="exported model dir or run dir")
+    s.add_argument("model", nargs="?", help=MODEL_HELP)
     s.add_argument("--n", type=_positive("--n"), default=16, help="number of images")
     s.add_argument("--out", default="samples", help="output folder (default: samples)")
     s.add_argument("--sampler", help="ddpm, ddim, dpmpp, unipc, euler or heun")
@@ -103,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-progress", action="store_true")
 
     it = add("interpolate", "interpolate between seeds or along an attribute")
-    it.add_argument("model", help="exported model dir or run dir")
+    it.add_argument("model", nargs="?", help=MODEL_HELP + "; --sweep also picks it")
     it.add_argument("--seeds", default="0,1", help="two seeds to interpolate between (A,B)")
     it.add_argument("--sweep", metavar="NAME",
                     help="instead: fix the noise and sweep this attribute from off to on")
@@ -123,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ed = add("edit", "edit attributes of a real face photo")
     ed.add_argument("photo", help="a face photo (centre-cropped and resized to the model)")
-    ed.add_argument("--model", required=True, help="a conditional model (dir)")
+    ed.add_argument("--model", help="a conditional model: dir or bundled name (default: "
+                                     "the bundled attribute model)")
     ed.add_argument("--attr", action="append", default=[], metavar="NAME=VALUE",
                     help="attributes to set, e.g. Eyeglasses=1")
     ed.add_argument("--from-attr", action="append", default=[], metavar="NAME=VALUE",
@@ -136,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     ed.add_argument("--seed", type=int, default=0)
     ed.add_argument("--out", default="edit.png", help="before | after PNG to write")
     ed.add_argument("--device", default="auto")
+
+    add("models", "list the bundled pretrained models (usable by name, or by default)")
 
     c = add("config", "print a resolved config as YAML, or list presets")
     c.add_argument("--list", action="store_true", help="list the presets")
@@ -252,7 +259,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from facediff.api import load
     from facediff.viz.grid import make_grid
 
-    model = load(args.model, device=_device(args.device))
+    model = load(args.model, device=_device(args.device),
+                 conditional=bool(args.attr or args.attr_grid))
     if args.attr_grid:
         from facediff.viz.attributes import attribute_grid
 
@@ -293,7 +301,8 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     from facediff.diffusion.editing import interpolate_attribute, interpolate_seeds
     from facediff.viz.grid import make_grid
 
-    model = load(args.model, device=_device(args.device))
+    model = load(args.model, device=_device(args.device),
+                 conditional=bool(args.sweep or args.attr))
     if args.sweep:
         imgs = interpolate_attribute(model, args.sweep, args.frames, args.seed, args.rows,
                                      args.value_from, args.value_to, args.steps, args.sampler,
@@ -323,9 +332,9 @@ def cmd_edit(args: argparse.Namespace) -> int:
     from facediff.diffusion.editing import edit_photo, load_photo
     from facediff.viz.grid import make_grid
 
-    model = load(args.model, device=_device(args.device))
     if not args.attr:
         raise FacediffError("give at least one --attr NAME=VALUE to change")
+    model = load(args.model, device=_device(args.device), conditional=True)
     photo = load_photo(args.photo, model).to(model.device)
     src = model.labels(args.from_attr)
     dst = src.clone()
@@ -352,6 +361,13 @@ def cmd_config(args: argparse.Namespace) -> int:
         return 0
     cfg = resolve_config(preset=args.preset, config_file=args.config, overrides=args.overrides)
     sys.stdout.write(cfg.to_yaml())
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from facediff.assets import BUNDLED, describe
+
+    print("\n".join(describe(b) for b in BUNDLED.values()))
     return 0
 
 
@@ -412,8 +428,9 @@ def cmd_app(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "interpolate": cmd_interpolate,
-            "edit": cmd_edit, "config": cmd_config, "export": cmd_export, "data": cmd_data,
-            "eval": cmd_eval, "classifier": cmd_classifier, "viz": cmd_viz, "app": cmd_app}
+            "edit": cmd_edit, "models": cmd_models, "config": cmd_config, "export": cmd_export,
+            "data": cmd_data, "eval": cmd_eval, "classifier": cmd_classifier, "viz": cmd_viz,
+            "app": cmd_app}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -86,7 +86,7 @@ class TrainConfig:
     max_steps: int = 50_000
     grad_clip: float = 1.0
     # auto: bf16 on GPUs that have it (else fp16), bf16 on CPUs with AVX512-BF16 or AMX
-    # (measured 61 -> 84 img/s on a Zen 5 core pair), else fp32 ("no")
+    # (measured 61 -> 84 img/s on a 2-core AMD EPYC), else fp32 ("no")
     mixed_precision: MixedPrecision = "auto"
     # the U-Net and its inputs in NHWC layout; null (auto): on for CUDA (what tensor cores
     # prefer), off elsewhere: on this project's 2-core CPU it cost 7-10% img/s (bf16 and fp32)

@@ -102,8 +102,9 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys, args, fragment
 def test_errors_from_a_real_process_have_no_traceback(tmp_path: Path):
     r = run("sample", str(tmp_path / "nothing"), "--n", "4")
     assert r.returncode == 2
-    assert r.stderr.strip().splitlines() == [f"facediff: error: model not found: "
-                                            f"{tmp_path / 'nothing'}"]
+    assert r.stderr.strip().splitlines() == [
+        f"facediff: error: model not found: {tmp_path / 'nothing'} "
+        "(bundled models: celebahq-32, celeba-attrs-32)"]
 
 
 def test_sample_on_unknown_sampler(trained: Path, tmp_path: Path, capsys):

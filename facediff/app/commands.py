@@ -14,7 +14,8 @@ log = logging.getLogger("facediff")
 def add_parser(add: Callable[[str, str], argparse.ArgumentParser],
                positive: Callable[[str], Callable[[str], int]]) -> None:
     a = add("app", "serve a web page to generate, interpolate and edit faces (Gradio)")
-    a.add_argument("model", help="exported model dir or run dir")
+    a.add_argument("model", nargs="?", help="model dir, run dir or bundled model name "
+                                            "(default: the bundled attribute model)")
     a.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda")
     a.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (0.0.0.0: reachable from other machines)")
@@ -39,7 +40,7 @@ def cmd_app(args: argparse.Namespace, device: object) -> int:
     from facediff.api import load
     from facediff.app.logic import Limits, Session
 
-    model = load(args.model, device=device)  # type: ignore[arg-type]
+    model = load(args.model, device=device, conditional=True)  # type: ignore[arg-type]
     session = Session(model, Limits(max_images=args.max_images, max_steps=args.max_steps))
     log.info("serving %s on http://%s:%d (Ctrl+C to stop)", session.summary(), args.host,
              args.port)

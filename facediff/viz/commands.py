@@ -49,7 +49,8 @@ def add_parsers(add: Callable[[str, str], argparse.ArgumentParser],
 
     r = vsub.add_parser("reverse", parents=[common],
                         help="the reverse (denoising) chain of a model: x_t and predicted x_0")
-    r.add_argument("model", help="exported model dir or run dir")
+    r.add_argument("model", nargs="?", help="model dir, run dir or bundled model name "
+                   "(default: the bundled face model; with --attr, the bundled attribute model)")
     r.add_argument("--n", type=positive("--n"), default=2, help="images (default 2)")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--sampler", default="ddim", help="ddpm, ddim, dpmpp, unipc, euler or heun")
@@ -153,7 +154,7 @@ def _reverse(args: argparse.Namespace, animate: bool) -> tuple[Frames | None, st
     if args.sampler not in SAMPLERS:  # before loading the model
         raise FacediffError(f"unknown sampler {args.sampler!r}; choose from "
                             f"{', '.join(SAMPLERS)}")
-    model = load(args.model, device=_device(args.device))
+    model = load(args.model, device=_device(args.device), conditional=bool(args.attr))
     chain = capture_chain(model, args.n, args.seed, args.sampler, args.steps, args.attr,
                           args.guidance)
     reverse_figure(chain, args.out, args.show)

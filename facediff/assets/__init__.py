@@ -1,0 +1,71 @@
+"""Bundled pretrained models: each is an exported model dir (config.yaml, weights.safetensors
+in float16) with its MODEL_CARD.md, shipped inside the package so that faces need no download.
+
+Anywhere a model path is taken (``facediff.load``, the CLI), a bundled model's name works too;
+a path that exists on disk always wins over a name.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from facediff.errors import ModelNotFoundError
+
+ASSETS = Path(__file__).resolve().parent
+CARD = "MODEL_CARD.md"
+
+
+@dataclass(frozen=True)
+class Bundled:
+    name: str
+    summary: str
+
+    @property
+    def path(self) -> Path:
+        return ASSETS / self.name
+
+    @property
+    def card(self) -> Path:
+        return self.path / CARD
+
+
+UNCONDITIONAL = Bundled("celebahq-32", "unconditional faces, 32x32, trained on CelebA-HQ 64 px")
+CONDITIONAL = Bundled("celeba-attrs-32", "faces with 8 CelebA attributes under control "
+                                         "(Male, Smiling, Eyeglasses, ...), 32x32")
+BUNDLED: dict[str, Bundled] = {b.name: b for b in (UNCONDITIONAL, CONDITIONAL)}
+
+
+def resolve_model(path: str | Path | None, conditional: bool = False) -> Path:
+    """A model path, a bundled model's name, or None for the default bundled model.
+
+    ``conditional`` picks the default when ``path`` is None: the attribute model, else the
+    unconditional one.
+    """
+    if path is None:
+        return (CONDITIONAL if conditional else UNCONDITIONAL).path
+    p = Path(path).expanduser()
+    if p.exists():
+        return p
+    if str(path) in BUNDLED:
+        return BUNDLED[str(path)].path
+    raise ModelNotFoundError(f"model not found: {p} (bundled models: {', '.join(BUNDLED)})")
+
+
+def describe(b: Bundled) -> str:
+    """A few lines about a bundled model: size, conditions, parameters, sampler, card."""
+    from safetensors import safe_open
+
+    from facediff.config import Config
+
+    cfg = Config.load(b.path / "config.yaml")
+    weights = b.path / "weights.safetensors"
+    with safe_open(str(weights), framework="pt") as f:
+        params = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+    conds = ", ".join(c.name for c in cfg.conditions) or "none (unconditional)"
+    px = cfg.data.image_size
+    return (f"{b.name}: {b.summary}\n"
+            f"  {px}x{px}, {params / 1e6:.2f} M parameters, "
+            f"{weights.stat().st_size / 2**20:.1f} MiB; conditions: {conds}\n"
+            f"  default sampler: {cfg.sample.sampler}, {cfg.sample.steps} steps; card: {b.card}")
