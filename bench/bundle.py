@@ -17,7 +17,7 @@ import torch
 from safetensors import safe_open
 
 from facediff.assets import ASSETS, CARD
-from facediff.train.checkpoint import export_model, read_model
+from facediff.train.checkpoint import export_model, is_exported_model, read_model
 
 LIMIT_MB = 25
 
@@ -31,7 +31,16 @@ def main() -> int:
     src = Path(args.run).expanduser()
     if (src / "model").is_dir():
         src = src / "model"
+    if not is_exported_model(src):
+        print(f"error: {args.run} has no export (RUN/model); run `facediff export` first",
+              file=sys.stderr)
+        return 2
     cfg, weights, source = read_model(src)
+    n = sum(v.numel() for v in weights.values())
+    if n * 2 > LIMIT_MB * 2**20:  # float16: 2 bytes per parameter, before touching the package
+        print(f"error: {n / 1e6:.2f} M parameters is over the {LIMIT_MB} MB limit for a "
+              "bundled model", file=sys.stderr)
+        return 1
     with safe_open(str(src / "weights.safetensors"), framework="pt") as f:
         step = int((f.metadata() or {}).get("step", 0))
     cfg.data.path = args.data_name
@@ -41,11 +50,7 @@ def main() -> int:
     if card is not None:
         (out / CARD).write_text(card)
     size = (out / "weights.safetensors").stat().st_size / 2**20
-    n = sum(v.numel() for v in weights.values())
     print(f"{source} (step {step}) -> {out}: {n / 1e6:.2f} M parameters, {size:.1f} MiB fp16")
-    if size > LIMIT_MB:
-        print(f"error: over the {LIMIT_MB} MB limit for a bundled model", file=sys.stderr)
-        return 1
     return 0
 
 

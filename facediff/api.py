@@ -12,7 +12,6 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from facediff.assets import ASSETS, resolve_model
 from facediff.config import Config
 from facediff.data.conditions import ConditionSpec, parse_requests, spec_from_entries
 from facediff.data.transforms import array_to_image
@@ -112,10 +111,7 @@ def load(path: str | Path | None = None, device: str | torch.device | None = Non
     With no path: the bundled unconditional face model, or with ``conditional=True`` the
     bundled attribute-conditional one.
     """
-    where = resolve_model(path, conditional)
-    cfg, weights, source = read_model(where)
-    if where.parent == ASSETS:
-        source = f"bundled {where.name}"
+    cfg, weights, source = read_model(path, conditional)
     net = build_model(cfg)
     net.load_state_dict({k: v.float() for k, v in weights.items()})
     net.eval().requires_grad_(False)

@@ -56,11 +56,9 @@ def _positive(kind: str, number: type = int):
     return parse
 
 
-MODEL_HELP = ("model dir, run dir or bundled model name (default: the bundled face model; with "
-              "--attr, the bundled attribute model)")
-
-
 def build_parser() -> argparse.ArgumentParser:
+    from facediff.assets import MODEL_HELP
+
     p = _Parser(prog="facediff", description="Train, sample and inspect face diffusion models.")
     p.add_argument("--version", action="version", version=f"facediff {__version__}")
     common = _Parser(add_help=False)
@@ -87,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     s = add("sample", "generate images from a trained model")
-    s.add_argument("model", nargs="?", help=MODEL_HELP)
+    s.add_argument("model", nargs="?", help=MODEL_HELP + " or --attr-grid")
     s.add_argument("--n", type=_positive("--n"), default=16, help="number of images")
     s.add_argument("--out", default="samples", help="output folder (default: samples)")
     s.add_argument("--sampler", help="ddpm, ddim, dpmpp, unipc, euler or heun")
@@ -107,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-progress", action="store_true")
 
     it = add("interpolate", "interpolate between seeds or along an attribute")
-    it.add_argument("model", nargs="?", help=MODEL_HELP + "; --sweep also picks it")
+    it.add_argument("model", nargs="?", help=MODEL_HELP + " or --sweep")
     it.add_argument("--seeds", default="0,1", help="two seeds to interpolate between (A,B)")
     it.add_argument("--sweep", metavar="NAME",
                     help="instead: fix the noise and sweep this attribute from off to on")

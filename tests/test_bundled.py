@@ -20,7 +20,7 @@ from facediff.errors import ModelNotFoundError
 
 REPO = Path(__file__).resolve().parents[1]
 CARD_FIELDS = ["research", "parameters", "images seen", "FID", "KID", "precision", "recall",
-               "1000", "sampler"]
+               "1000 DDPM steps", "sampler"]
 
 
 @pytest.mark.parametrize("name", list(BUNDLED))

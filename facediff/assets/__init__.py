@@ -35,6 +35,9 @@ UNCONDITIONAL = Bundled("celebahq-32", "unconditional faces, 32x32, trained on C
 CONDITIONAL = Bundled("celeba-attrs-32", "faces with 8 CelebA attributes under control "
                                          "(Male, Smiling, Eyeglasses, ...), 32x32")
 BUNDLED: dict[str, Bundled] = {b.name: b for b in (UNCONDITIONAL, CONDITIONAL)}
+# the CLI's help for a model argument that defaults to the bundled models
+MODEL_HELP = ("model dir, run dir or bundled model name (default: the bundled face model; with "
+              "--attr, the bundled attribute model)")
 
 
 def resolve_model(path: str | Path | None, conditional: bool = False) -> Path:

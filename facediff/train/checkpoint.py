@@ -24,7 +24,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from facediff.assets import resolve_model
+from facediff.assets import ASSETS, resolve_model
 from facediff.config import Config
 from facediff.errors import FacediffError, ModelNotFoundError
 
@@ -186,14 +186,18 @@ def is_exported_model(path: Path) -> bool:
     return all((path / f).is_file() for f in EXPORT_FILES)
 
 
-def read_model(path: str | Path | None) -> tuple[Config, dict[str, torch.Tensor], str]:
+def read_model(path: str | Path | None, conditional: bool = False,
+               ) -> tuple[Config, dict[str, torch.Tensor], str]:
     """Config and EMA weights from an exported model dir, a run dir or a bundled model's name
-    (None: the bundled unconditional model).
+    (None: a bundled model, the attribute one if ``conditional``; see facediff.assets).
 
     A run dir gives its export if it has one, else its latest checkpoint's EMA weights.
     Returns (config, weights, description of where they came from).
     """
-    p = resolve_model(path)
+    p = resolve_model(path, conditional)
+    if p.parent == ASSETS and is_exported_model(p):
+        return Config.load(p / "config.yaml"), load_file(str(p / "weights.safetensors")), \
+            f"bundled {p.name}"
     if is_exported_model(p):
         return Config.load(p / "config.yaml"), load_file(str(p / "weights.safetensors")), str(p)
     ckpt = latest_checkpoint(p)

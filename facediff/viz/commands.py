@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from facediff.assets import MODEL_HELP
 from facediff.config import DiffusionConfig
 from facediff.errors import FacediffError
 
@@ -49,8 +50,7 @@ def add_parsers(add: Callable[[str, str], argparse.ArgumentParser],
 
     r = vsub.add_parser("reverse", parents=[common],
                         help="the reverse (denoising) chain of a model: x_t and predicted x_0")
-    r.add_argument("model", nargs="?", help="model dir, run dir or bundled model name "
-                   "(default: the bundled face model; with --attr, the bundled attribute model)")
+    r.add_argument("model", nargs="?", help=MODEL_HELP)
     r.add_argument("--n", type=positive("--n"), default=2, help="images (default 2)")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--sampler", default="ddim", help="ddpm, ddim, dpmpp, unipc, euler or heun")
