@@ -195,11 +195,9 @@ def read_model(path: str | Path | None, conditional: bool = False,
     Returns (config, weights, description of where they came from).
     """
     p = resolve_model(path, conditional)
-    if p.parent == ASSETS and is_exported_model(p):
-        return Config.load(p / "config.yaml"), load_file(str(p / "weights.safetensors")), \
-            f"bundled {p.name}"
     if is_exported_model(p):
-        return Config.load(p / "config.yaml"), load_file(str(p / "weights.safetensors")), str(p)
+        source = f"bundled {p.name}" if p.parent == ASSETS else str(p)
+        return Config.load(p / "config.yaml"), load_file(str(p / "weights.safetensors")), source
     ckpt = latest_checkpoint(p)
     export = p / EXPORT_DIR
     if is_exported_model(export):
