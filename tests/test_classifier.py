@@ -5,7 +5,12 @@ from pathlib import Path
 import numpy as np
 
 from facediff.data.conditions import Condition, ConditionSpec
-from facediff.eval.classifier import load_classifier, save_classifier, train_classifier
+from facediff.eval.classifier import (
+    balanced_accuracy,
+    load_classifier,
+    save_classifier,
+    train_classifier,
+)
 
 
 def _data(n: int, seed: int):
@@ -36,3 +41,14 @@ def test_classifier_learns_and_round_trips(tmp_path: Path):
     p1 = clf.model.predict(torch.from_numpy(vx))
     p2 = again.model.predict(torch.from_numpy(vx))
     assert torch.equal(p1, p2) and again.accuracy == clf.accuracy
+    assert again.balanced == clf.balanced and clf.balanced["bright"] > 0.9
+
+
+def test_balanced_accuracy_does_not_reward_the_common_value():
+    truth = np.array([0, 0, 0, 0, 0, 0, 0, 0, 1, 1, -1])
+    always_zero = np.zeros_like(truth)
+    assert (always_zero[truth >= 0] == truth[truth >= 0]).mean() == 0.8  # plain accuracy
+    assert balanced_accuracy(truth, always_zero) == 0.5  # 1.0 on the 0s, 0.0 on the 1s
+    judged = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1, -1, 0])  # unknown verdicts are left out
+    assert balanced_accuracy(truth, judged) == (6 / 8 + 1 / 1) / 2
+    assert np.isnan(balanced_accuracy(np.array([-1, -1]), np.array([0, 1])))

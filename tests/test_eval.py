@@ -218,6 +218,18 @@ def test_classifier_cli_and_control_accuracy(tiny_net: None, tmp_path: Path,
     assert "tested on 10 (a random 25% held out" in text and "| Smiling |" in text
     meta = json.loads((clf / "classifier.json").read_text())
     assert set(meta["accuracy"]) == {"Smiling", "hair"} and meta["image_size"] == 16
+    assert set(meta["balanced"]) == {"Smiling", "hair"}
+
+    # scoring it again on labelled data: accuracy, balanced accuracy, majority per condition
+    assert main(["classifier", "test", str(clf), str(data), "--labels", str(labels),
+                 "--no-progress", "-q"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("clf on 40 images") and "16 px" in lines[0]
+    row = next(r for r in lines if r.startswith("| Smiling |")).split("|")
+    acc, bal, maj, n = (float(x) for x in row[2:6])
+    assert 0 <= acc <= 1 and 0 <= bal <= 1 and 0.5 <= maj <= 1 and n == 40
+    assert main(["classifier", "test", str(tmp_path / "nope"), str(data), "--no-progress"]) == 2
+    assert "not a classifier dir" in capsys.readouterr().err
 
     run = tmp_path / "run"
     assert main(["train", "--out", str(run), "--labels", str(labels), "--max-steps", "3",

@@ -8,7 +8,7 @@ accuracies measured with it can be read against it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +72,42 @@ class TrainedClassifier:
     spec: ConditionSpec
     accuracy: dict[str, float]  # held-out accuracy per condition
     majority: dict[str, float]  # accuracy of always guessing the most common value
+    # held-out balanced accuracy (the mean over true values of the share judged right): the
+    # ceiling for ``facediff eval``'s control accuracy, which is balanced the same way
+    balanced: dict[str, float] = field(default_factory=dict)
+
+
+def balanced_accuracy(truth: np.ndarray, judged: np.ndarray) -> float:
+    """Mean over the values present in ``truth`` of the share of ``judged`` that agrees.
+
+    Entries where either side is unknown (-1) are left out; NaN when none is left. Always
+    guessing the common value scores 1/(number of values present), not its frequency.
+    """
+    ok = (truth >= 0) & (judged >= 0)
+    per_value = [float((judged[ok & (truth == v)] == v).mean()) for v in np.unique(truth[ok])]
+    return float(np.mean(per_value)) if per_value else float("nan")
+
+
+def score_classifier(model: AttributeClassifier, spec: ConditionSpec, images: np.ndarray,
+                     labels: np.ndarray) -> dict[str, dict[str, float]]:
+    """Accuracy, balanced accuracy and majority baseline per condition on labelled images.
+
+    Returns ``{"accuracy": ..., "balanced": ..., "majority": ...}``, each by condition name;
+    a condition with no known label in ``labels`` scores NaN (unknown, not 0 or 1).
+    """
+    pred = model.predict(torch.from_numpy(np.array(images))).numpy()
+    out: dict[str, dict[str, float]] = {"accuracy": {}, "balanced": {}, "majority": {}}
+    for j, c in enumerate(spec.conditions):
+        known = labels[:, j] >= 0
+        if not known.any():
+            for table in out.values():
+                table[c.name] = float("nan")
+            continue
+        y = labels[known, j].astype(np.int64)
+        out["accuracy"][c.name] = float((pred[known, j] == y).mean())
+        out["balanced"][c.name] = balanced_accuracy(y, pred[known, j])
+        out["majority"][c.name] = float(np.bincount(y, minlength=len(c.values)).max() / len(y))
+    return out
 
 
 def train_classifier(
@@ -104,17 +140,9 @@ def train_classifier(
         loss.backward()
         opt.step()
         sched.step()
-    pred = model.predict(torch.from_numpy(np.array(val_images))).numpy()
-    acc, majority = {}, {}
-    for j, c in enumerate(spec.conditions):
-        known = val_labels[:, j] >= 0
-        if not known.any():  # no held-out label for it: accuracy unknown, not 0 or 1
-            acc[c.name] = majority[c.name] = float("nan")
-            continue
-        y = val_labels[known, j].astype(np.int64)
-        acc[c.name] = float((pred[known, j] == y).mean())
-        majority[c.name] = float(np.bincount(y, minlength=len(c.values)).max() / len(y))
-    return TrainedClassifier(model, spec, acc, majority)
+    scores = score_classifier(model, spec, val_images, val_labels)
+    return TrainedClassifier(model, spec, scores["accuracy"], scores["majority"],
+                             scores["balanced"])
 
 
 def save_classifier(clf: TrainedClassifier, path: str | Path) -> None:
@@ -128,7 +156,8 @@ def save_classifier(clf: TrainedClassifier, path: str | Path) -> None:
         {"conditions": clf.spec.to_list(), "channels": clf.model.trunk[0][0].in_channels,
          "image_size": clf.model.image_size,
          "accuracy": clf.accuracy,
-         "majority": clf.majority}, indent=1))
+         "majority": clf.majority,
+         "balanced": clf.balanced}, indent=1))
 
 
 def load_classifier(path: str | Path) -> TrainedClassifier:
@@ -140,4 +169,5 @@ def load_classifier(path: str | Path) -> TrainedClassifier:
     model = AttributeClassifier([len(c.values) for c in spec.conditions],
                                 meta.get("channels", 3), image_size=meta.get("image_size"))
     model.load_state_dict(load_file(str(p / "weights.safetensors")))
-    return TrainedClassifier(model.eval(), spec, meta["accuracy"], meta["majority"])
+    return TrainedClassifier(model.eval(), spec, meta["accuracy"], meta["majority"],
+                             meta.get("balanced", {}))  # older files lack it

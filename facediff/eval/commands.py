@@ -94,6 +94,15 @@ def add_parsers(add: Callable[[str, str], argparse.ArgumentParser],
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--no-progress", action="store_true")
 
+    v = csub.add_parser("test", parents=[common],
+                        help="score a trained classifier on labelled images: accuracy, "
+                             "balanced accuracy (the ceiling for eval's control accuracy)")
+    v.add_argument("classifier", help="classifier dir (facediff classifier train)")
+    v.add_argument("data", help="labelled dataset (CelebA dir, UTKFace, MNIST, folder+labels)")
+    v.add_argument("--split", help="CelebA: train/val/test (default test); HF: a split name")
+    v.add_argument("--labels", help="labels file for an image folder")
+    v.add_argument("--no-progress", action="store_true")
+
 
 # ---- eval -------------------------------------------------------------------------------
 
@@ -248,7 +257,20 @@ def _classifier_sets(args: argparse.Namespace) -> tuple[object, object, str]:
             f"a random {args.holdout:.0%} held out (seed {args.seed})")
 
 
+def _print_scores(scores: dict[str, dict[str, float]], tested: dict[str, int]) -> None:
+    print("| condition | accuracy | balanced accuracy | majority baseline | tested |")
+    print("|---|---|---|---|---|")
+    for name, n in tested.items():
+        print(f"| {name} | {scores['accuracy'][name]:.3f} | {scores['balanced'][name]:.3f} | "
+              f"{scores['majority'][name]:.3f} | {n} |")
+    means = [np.nanmean([scores[k][name] for name in tested]) if tested else float("nan")
+             for k in ("accuracy", "balanced", "majority")]
+    print(f"| mean | {means[0]:.3f} | {means[1]:.3f} | {means[2]:.3f} | |")
+
+
 def cmd_classifier(args: argparse.Namespace) -> int:
+    if args.classifier_command == "test":
+        return _classifier_test(args)
     from facediff.eval.classifier import save_classifier, train_classifier
 
     tr, te, how = _classifier_sets(args)
@@ -258,14 +280,44 @@ def cmd_classifier(args: argparse.Namespace) -> int:
     save_classifier(clf, args.out)
     print(f"trained on {len(tr.images)} images, tested on {len(te.images)} ({how}), "  # type: ignore
           f"{args.size} px")
-    print("| condition | held-out accuracy | majority baseline | tested |")
-    print("|---|---|---|---|")
-    for j, c in enumerate(clf.spec.conditions):
-        known = int((te.labels[:, j] >= 0).sum())  # type: ignore[attr-defined]
-        print(f"| {c.name} | {clf.accuracy[c.name]:.3f} | {clf.majority[c.name]:.3f} | "
-              f"{known} |")
-    mean = np.mean(list(clf.accuracy.values()))
-    base = np.mean(list(clf.majority.values()))
-    print(f"| mean | {mean:.3f} | {base:.3f} | |")
+    tested = {c.name: int((te.labels[:, j] >= 0).sum())  # type: ignore[attr-defined]
+              for j, c in enumerate(clf.spec.conditions)}
+    _print_scores({"accuracy": clf.accuracy, "balanced": clf.balanced,
+                   "majority": clf.majority}, tested)
     print(f"wrote {args.out}")
+    return 0
+
+
+def _classifier_test(args: argparse.Namespace) -> int:
+    from facediff.data import load_data
+    from facediff.data.sources import detect_source
+    from facediff.eval.classifier import load_classifier, score_classifier
+    from facediff.eval.evaluate import map_labels
+
+    if not (Path(args.classifier) / "classifier.json").is_file():
+        raise FacediffError(f"not a classifier dir (no classifier.json): {args.classifier}")
+    clf = load_classifier(args.classifier)
+    split = args.split
+    if split is None and args.labels is None and detect_source(args.data) == "celeba":
+        split = "test"  # the official held-out partition
+    cfg = DataConfig(path=args.data, labels=args.labels, split=split,
+                     image_size=clf.model.image_size or 64)
+    data = load_data(cfg, progress=not args.no_progress)
+    if data.labels is None:
+        raise FacediffError(f"{args.data} has no labels to test a classifier on (an image "
+                            "folder needs --labels FILE)")
+    labels = map_labels(clf.spec, data.spec, data.labels)
+    tested = {c.name: int((labels[:, j] >= 0).sum()) for j, c in enumerate(clf.spec.conditions)}
+    if not any(tested.values()):
+        raise FacediffError(f"{args.data} has no labels for the classifier's conditions "
+                            f"({', '.join(c.name for c in clf.spec.conditions[:5])}, ...)")
+    tested = {k: n for k, n in tested.items() if n}
+    missing = len(clf.spec.conditions) - len(tested)
+    if missing:
+        log.warning("%d of the classifier's conditions have no labels in %s; left out",
+                    missing, args.data)
+    scores = score_classifier(clf.model, clf.spec, data.images, labels)
+    print(f"{Path(args.classifier).name} on {len(data)} images of {args.data}"
+          f"{f' ({split} split)' if split else ''}, {cfg.image_size} px")
+    _print_scores(scores, tested)
     return 0

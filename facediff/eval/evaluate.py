@@ -113,19 +113,26 @@ def sample_features(
         names = [c.name.lower() for c in clf_spec.conditions]
         clf_cols = [names.index(c.name.lower()) if c.name.lower() in names else -1
                     for c in model.spec.conditions]  # type: ignore[attr-defined]
-    calls = 0
+    calls = batch_start = batch_calls = 0
+    batches = -(-n // batch_size)
+    bar = tqdm(total=n, desc=f"sampling {sampler} {steps} steps", unit="img",
+               disable=not progress, leave=False)
+    shown = time.perf_counter()
 
-    def count(*_: object) -> None:
-        nonlocal calls
+    def count(*_: object) -> None:  # a batch of 1000 DDPM steps takes minutes: show its calls
+        nonlocal calls, shown
         calls += 1
+        if progress and time.perf_counter() - shown > 1.0:
+            shown = time.perf_counter()
+            bar.set_postfix_str(f"batch {batch_start // batch_size + 1}/{batches}: "
+                                f"{calls - batch_calls} network calls")
 
     hook = model.net.register_forward_hook(count)  # type: ignore[attr-defined]
     feats, preds = [], []
     t0 = time.perf_counter()
     try:
-        bar = tqdm(total=n, desc=f"sampling {sampler} {steps} steps", unit="img",
-                   disable=not progress, leave=False)
         for start in range(0, n, batch_size):
+            batch_start, batch_calls = start, calls
             m = min(batch_size, n - start)
             cond = None
             if rows is not None:
@@ -143,10 +150,9 @@ def sample_features(
                 for i, a in enumerate(imgs.numpy()):
                     array_to_image(a).save(save_dir / f"{start + i:06d}.png")
             bar.update(m)
-        bar.close()
     finally:
+        bar.close()
         hook.remove()
-    batches = -(-n // batch_size)
     return SampleRun(np.concatenate(feats), rows,
                      np.concatenate(preds) if preds else None,
                      time.perf_counter() - t0, calls / batches)
@@ -156,17 +162,15 @@ def control_accuracy(spec: ConditionSpec, run: SampleRun) -> dict[str, float]:
     """Per condition: balanced control accuracy (the mean over requested values of the
     fraction of samples judged to show that value), so that asking mostly for the common
     value cannot score high by itself."""
+    from facediff.eval.classifier import balanced_accuracy
+
     if run.requested is None or run.predicted is None:
         return {}
     out = {}
     for j, c in enumerate(spec.conditions):
-        asked = run.requested[:, j]
-        judged = run.predicted[:, j]
-        ok = (asked != MISSING) & (judged != MISSING)
-        per_value = [float((judged[ok & (asked == v)] == v).mean())
-                     for v in np.unique(asked[ok])]
-        if per_value:
-            out[c.name] = float(np.mean(per_value))
+        acc = balanced_accuracy(run.requested[:, j], run.predicted[:, j])
+        if not np.isnan(acc):
+            out[c.name] = acc
     return out
 
 
