@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ import facediff.eval.features as features_mod
 from facediff.cli import main
 from facediff.config import DataConfig
 from facediff.data.conditions import Condition, ConditionSpec
+from facediff.data.synthetic import make_faces
 from facediff.eval.evaluate import SampleRun, control_accuracy, map_labels
 from facediff.eval.features import extract_features
 from facediff.eval.metrics import frechet_distance
@@ -73,6 +75,24 @@ def test_reference_features_are_cached_and_extended(faces_dir: Path):
     other_size = reference_features(DataConfig(path=str(faces_dir), image_size=24), net,
                                      n=4, progress=False)
     assert net.seen == 28 and not np.allclose(other_size.features, c.features[:4])
+
+
+def test_reference_features_survive_new_file_times_but_not_new_pixels(tmp_path: Path):
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    make_faces(faces, 12, size=16, seed=3)
+    cfg = DataConfig(path=str(faces), image_size=16, cache_dir=str(tmp_path / "cache"))
+    net = TinyFeatures()
+    first = reference_features(cfg, net, progress=False)
+    assert net.seen == 12
+    for f in faces.iterdir():  # the same files, laid anew (as a copy or a fresh checkout)
+        os.utime(f, (1_000_000_000, 1_000_000_000))
+    again = reference_features(cfg, net, progress=False)
+    assert net.seen == 12 and np.array_equal(again.features, first.features)
+    victim = sorted(faces.iterdir())[0]
+    Image.new("RGB", (16, 16), (255, 0, 0)).save(victim)  # one image changed
+    reference_features(cfg, net, progress=False)
+    assert net.seen == 24
 
 
 def test_corrupt_reference_cache_is_recomputed(faces_dir: Path, tmp_path: Path):

@@ -40,6 +40,16 @@ def cache_key(records: Records, cfg: DataConfig) -> str:
     return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:32]
 
 
+def content_digest(arr: np.ndarray, chunk: int = 1 << 26) -> str:
+    """A digest of an array's shape and bytes: the same pixels give the same digest, whatever
+    the files' paths or modification times (which ``cache_key`` does depend on)."""
+    h = hashlib.blake2b(json.dumps([list(arr.shape), str(arr.dtype)]).encode(), digest_size=16)
+    flat = arr.reshape(-1)
+    for start in range(0, flat.size, chunk):
+        h.update(memoryview(np.ascontiguousarray(flat[start:start + chunk])))
+    return h.hexdigest()
+
+
 def _crc(arr: np.ndarray, chunk: int = 1 << 26) -> int:
     flat = arr.reshape(-1)
     crc = 0

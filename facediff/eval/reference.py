@@ -1,4 +1,4 @@
-"""Reference features of a dataset, cached per dataset, split, resolution, crop and network.
+"""Reference features of a dataset, cached per prepared image set and feature network.
 
 The images are prepared by the data pipeline exactly as for training (source, split, face
 crop, centre crop, size, channels), so a 32 px model is compared with the data at 32 px.
@@ -74,7 +74,7 @@ def _load_prefix(path: Path, dim: int) -> np.ndarray:
 def reference_features(cfg: DataConfig, extractor: FeatureExtractor, n: int | None = None,
                        batch_size: int = 32, progress: bool = True) -> Reference:
     """Features of ``n`` images (default: all) of the dataset ``cfg`` points at."""
-    from facediff.data.cache import cache_key, cache_root, load_cached
+    from facediff.data.cache import cache_root, content_digest, load_cached
     from facediff.data.sources import load_records
 
     records = load_records(cfg)
@@ -83,9 +83,12 @@ def reference_features(cfg: DataConfig, extractor: FeatureExtractor, n: int | No
     want = total if n is None else min(n, total)
     if n is not None and n > total:
         log.warning("the reference has %d images, fewer than the %d asked for", total, n)
+    # keyed by the prepared pixels, not by the files' times: a dataset copied or re-laid
+    # elsewhere keeps its features (minutes on a CPU), while any change to an image, the
+    # split, crop or size gives a new key
     key = hashlib.sha256(json.dumps(
-        {"v": _VERSION, "data": cache_key(records, cfg), "net": extractor.ident,
-         "kept": len(data)}).encode()).hexdigest()[:32]
+        {"v": _VERSION, "pixels": content_digest(data.images), "net": extractor.ident}
+    ).encode()).hexdigest()[:32]
     path = cache_root(cfg) / "features" / f"{key}.npy"
     order = _order(total)
     have = _load_prefix(path, extractor.num_features) if cfg.cache else \
