@@ -245,11 +245,32 @@ def test_classifier_cli_and_control_accuracy(tiny_net: None, tmp_path: Path,
                  "--no-progress", "-q"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("clf on 40 images") and "16 px" in lines[0]
-    row = next(r for r in lines if r.startswith("| Smiling |")).split("|")
-    acc, bal, maj, n = (float(x) for x in row[2:6])
-    assert 0 <= acc <= 1 and 0 <= bal <= 1 and 0.5 <= maj <= 1 and n == 40
-    assert main(["classifier", "test", str(tmp_path / "nope"), str(data), "--no-progress"]) == 2
-    assert "not a classifier dir" in capsys.readouterr().err
+    from facediff.data import load_data
+    from facediff.eval.classifier import balanced_accuracy, load_classifier
+
+    loaded = load_classifier(clf)
+    images = load_data(DataConfig(path=str(data), labels=str(labels), image_size=16),
+                       progress=False)
+    y = map_labels(loaded.spec, images.spec, images.labels)
+    pred = loaded.model.predict(torch.from_numpy(np.array(images.images))).numpy()
+    for j, c in enumerate(loaded.spec.conditions):
+        row = next(r for r in lines if r.startswith(f"| {c.name} |")).split("|")
+        known = y[:, j] >= 0
+        want = [(pred[known, j] == y[known, j]).mean(), balanced_accuracy(y[:, j], pred[:, j]),
+                np.bincount(y[known, j]).max() / known.sum(), known.sum()]
+        np.testing.assert_allclose([float(x) for x in row[2:6]], want, atol=5e-4)
+    meta_text = (clf / "classifier.json").read_text()
+    for name, text in [("garbled", "{not json"), ("no-weights", meta_text), ("empty", None)]:
+        bad = tmp_path / name
+        bad.mkdir()
+        if text is not None:
+            (bad / "classifier.json").write_text(text)
+        assert main(["classifier", "test", str(bad), str(data), "--no-progress"]) == 2
+        assert "not a usable classifier dir" in capsys.readouterr().err
+    unlabelled = tmp_path / "unlabelled"
+    make_faces(unlabelled, 4, size=16, seed=5)
+    assert main(["classifier", "test", str(clf), str(unlabelled), "--no-progress"]) == 2
+    assert "no labels" in capsys.readouterr().err
 
     run = tmp_path / "run"
     assert main(["train", "--out", str(run), "--labels", str(labels), "--max-steps", "3",

@@ -73,7 +73,7 @@ class TrainedClassifier:
     accuracy: dict[str, float]  # held-out accuracy per condition
     majority: dict[str, float]  # accuracy of always guessing the most common value
     # held-out balanced accuracy (the mean over true values of the share judged right): the
-    # ceiling for ``facediff eval``'s control accuracy, which is balanced the same way
+    # yardstick for ``facediff eval``'s control accuracy, which is balanced the same way
     balanced: dict[str, float] = field(default_factory=dict)
 
 
@@ -161,13 +161,20 @@ def save_classifier(clf: TrainedClassifier, path: str | Path) -> None:
 
 
 def load_classifier(path: str | Path) -> TrainedClassifier:
+    """A classifier dir written by ``save_classifier``; FacediffError if it is not one."""
     import json
 
+    from facediff.errors import FacediffError
+
     p = Path(path)
-    meta = json.loads((p / "classifier.json").read_text())
-    spec = ConditionSpec.from_list(meta["conditions"])
-    model = AttributeClassifier([len(c.values) for c in spec.conditions],
-                                meta.get("channels", 3), image_size=meta.get("image_size"))
-    model.load_state_dict(load_file(str(p / "weights.safetensors")))
-    return TrainedClassifier(model.eval(), spec, meta["accuracy"], meta["majority"],
-                             meta.get("balanced", {}))  # older files lack it
+    try:
+        meta = json.loads((p / "classifier.json").read_text())
+        spec = ConditionSpec.from_list(meta["conditions"])
+        model = AttributeClassifier([len(c.values) for c in spec.conditions],
+                                    meta.get("channels", 3), image_size=meta.get("image_size"))
+        model.load_state_dict(load_file(str(p / "weights.safetensors")))
+        return TrainedClassifier(model.eval(), spec, meta["accuracy"], meta["majority"],
+                                 meta.get("balanced", {}))  # older files lack it
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
+        raise FacediffError(f"not a usable classifier dir (facediff classifier train writes "
+                            f"one): {path}: {type(e).__name__}: {e}") from e

@@ -96,7 +96,7 @@ def add_parsers(add: Callable[[str, str], argparse.ArgumentParser],
 
     v = csub.add_parser("test", parents=[common],
                         help="score a trained classifier on labelled images: accuracy, "
-                             "balanced accuracy (the ceiling for eval's control accuracy)")
+                             "balanced accuracy (the yardstick for eval's control accuracy)")
     v.add_argument("classifier", help="classifier dir (facediff classifier train)")
     v.add_argument("data", help="labelled dataset (CelebA dir, UTKFace, MNIST, folder+labels)")
     v.add_argument("--split", help="CelebA: train/val/test (default test); HF: a split name")
@@ -263,8 +263,11 @@ def _print_scores(scores: dict[str, dict[str, float]], tested: dict[str, int]) -
     for name, n in tested.items():
         print(f"| {name} | {scores['accuracy'][name]:.3f} | {scores['balanced'][name]:.3f} | "
               f"{scores['majority'][name]:.3f} | {n} |")
-    means = [np.nanmean([scores[k][name] for name in tested]) if tested else float("nan")
-             for k in ("accuracy", "balanced", "majority")]
+    means = []
+    for k in ("accuracy", "balanced", "majority"):
+        known = [v for v in (scores[k].get(name, float("nan")) for name in tested)
+                 if not np.isnan(v)]
+        means.append(float(np.mean(known)) if known else float("nan"))
     print(f"| mean | {means[0]:.3f} | {means[1]:.3f} | {means[2]:.3f} | |")
 
 
@@ -294,14 +297,13 @@ def _classifier_test(args: argparse.Namespace) -> int:
     from facediff.eval.classifier import load_classifier, score_classifier
     from facediff.eval.evaluate import map_labels
 
-    if not (Path(args.classifier) / "classifier.json").is_file():
-        raise FacediffError(f"not a classifier dir (no classifier.json): {args.classifier}")
     clf = load_classifier(args.classifier)
     split = args.split
     if split is None and args.labels is None and detect_source(args.data) == "celeba":
         split = "test"  # the official held-out partition
     cfg = DataConfig(path=args.data, labels=args.labels, split=split,
-                     image_size=clf.model.image_size or 64)
+                     image_size=clf.model.image_size or 64,
+                     channels=clf.model.trunk[0][0].in_channels)
     data = load_data(cfg, progress=not args.no_progress)
     if data.labels is None:
         raise FacediffError(f"{args.data} has no labels to test a classifier on (an image "
@@ -309,8 +311,9 @@ def _classifier_test(args: argparse.Namespace) -> int:
     labels = map_labels(clf.spec, data.spec, data.labels)
     tested = {c.name: int((labels[:, j] >= 0).sum()) for j, c in enumerate(clf.spec.conditions)}
     if not any(tested.values()):
+        names = [c.name for c in clf.spec.conditions]
         raise FacediffError(f"{args.data} has no labels for the classifier's conditions "
-                            f"({', '.join(c.name for c in clf.spec.conditions[:5])}, ...)")
+                            f"({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})")
     tested = {k: n for k, n in tested.items() if n}
     missing = len(clf.spec.conditions) - len(tested)
     if missing:
