@@ -26,6 +26,7 @@ class AttributeClassifier(nn.Module):
                  image_size: int | None = None) -> None:
         super().__init__()
         self.sizes = list(sizes)
+        self.channels = channels
         self.image_size = image_size  # what it was trained at; other sizes are resized
         w = width
 
@@ -153,7 +154,7 @@ def save_classifier(clf: TrainedClassifier, path: str | Path) -> None:
     save_file({k: v.contiguous() for k, v in clf.model.state_dict().items()},
               str(p / "weights.safetensors"))
     (p / "classifier.json").write_text(json.dumps(
-        {"conditions": clf.spec.to_list(), "channels": clf.model.trunk[0][0].in_channels,
+        {"conditions": clf.spec.to_list(), "channels": clf.model.channels,
          "image_size": clf.model.image_size,
          "accuracy": clf.accuracy,
          "majority": clf.majority,

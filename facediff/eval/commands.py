@@ -303,7 +303,7 @@ def _classifier_test(args: argparse.Namespace) -> int:
         split = "test"  # the official held-out partition
     cfg = DataConfig(path=args.data, labels=args.labels, split=split,
                      image_size=clf.model.image_size or 64,
-                     channels=clf.model.trunk[0][0].in_channels)
+                     channels=clf.model.channels)
     data = load_data(cfg, progress=not args.no_progress)
     if data.labels is None:
         raise FacediffError(f"{args.data} has no labels to test a classifier on (an image "
