@@ -14,10 +14,14 @@ import sys
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
 from facediff.assets import ASSETS, CARD
-from facediff.train.checkpoint import export_model, is_exported_model, read_model
+from facediff.train.checkpoint import (
+    export_model,
+    exported_step,
+    is_exported_model,
+    read_model,
+)
 
 LIMIT_MB = 25
 
@@ -41,8 +45,7 @@ def main() -> int:
         print(f"error: {n / 1e6:.2f} M parameters is over the {LIMIT_MB} MB limit for a "
               "bundled model", file=sys.stderr)
         return 1
-    with safe_open(str(src / "weights.safetensors"), framework="pt") as f:
-        step = int((f.metadata() or {}).get("step", 0))
+    step = exported_step(src) or 0
     cfg.data.path = args.data_name
     out = ASSETS / args.name
     card = (out / CARD).read_text() if (out / CARD).is_file() else None

@@ -201,7 +201,7 @@ def read_model(path: str | Path | None, conditional: bool = False,
     ckpt = latest_checkpoint(p)
     export = p / EXPORT_DIR
     if is_exported_model(export):
-        export_step = _export_step(export)
+        export_step = exported_step(export)
         if ckpt is None or export_step is None or export_step >= list_checkpoints(p)[-1][0]:
             return (Config.load(export / "config.yaml"),
                     load_file(str(export / "weights.safetensors")), str(export))
@@ -214,7 +214,8 @@ def read_model(path: str | Path | None, conditional: bool = False,
     )
 
 
-def _export_step(export: Path) -> int | None:
+def exported_step(export: Path) -> int | None:
+    """The training step an exported model dir was written at (None: not recorded)."""
     try:
         with safe_open(str(export / "weights.safetensors"), framework="pt") as f:
             return int((f.metadata() or {}).get("step", ""))
