@@ -46,8 +46,8 @@ def main() -> None:
         tr = load_data(DataConfig(split="train", **common), progress=False)
         te = load_data(DataConfig(split="test", **common), progress=False)
         t0 = time.perf_counter()
-        clf = train_classifier(tr.images, tr.labels, tr.spec, te.images, te.labels,
-                               epochs=args.epochs)
+        clf = train_classifier(tr.images, tr.labels, tr.spec, val_images=te.images,
+                               val_labels=te.labels, epochs=args.epochs)
         print(f"classifier: trained on {len(tr)} images, tested on {len(te)}, "
               f"{time.perf_counter() - t0:.0f} s")
         if args.classifier:

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from facediff.config import DataConfig, resolve_config
+from facediff.config import DataConfig
+from facediff.configure import resolve_config
 from facediff.data import load_data
 from facediff.data.sources.folder import find_images
 from facediff.data.transforms import image_to_array, uint8_to_model

@@ -56,7 +56,7 @@ def windows(stamps: list[float], warmup: int, steps: int, batch: int) -> list[fl
 # ---- facediff ---------------------------------------------------------------------------------
 
 def facediff_trainer(args: argparse.Namespace, extra: list[str]) -> tuple[Callable, object]:
-    from facediff.config import resolve_config
+    from facediff.configure import resolve_config
     from facediff.train.trainer import Trainer
 
     cfg = resolve_config(preset="tiny", overrides=[
@@ -64,7 +64,7 @@ def facediff_trainer(args: argparse.Namespace, extra: list[str]) -> tuple[Callab
         f"train.batch_size={args.batch}", *FACEDIFF_NET, *extra])
     tmp = tempfile.mkdtemp(prefix="bench-facediff-")
     tr = Trainer(cfg, tmp, progress=False)
-    tr.model.train()
+    tr.train_net.train()
     return tr.train_step, tr
 
 
@@ -78,7 +78,7 @@ def run_facediff(args: argparse.Namespace, extra: list[str]) -> dict:
         loss, _ = step()
         float(loss)  # one sync per step for the timestamp (the trainer itself logs every N)
         stamps.append(time.perf_counter())
-    return {"params": count_parameters(tr.unet), "precision": tr.accelerator.mixed_precision,
+    return {"params": count_parameters(tr.net), "precision": tr.accelerator.mixed_precision,
             "speeds": windows(stamps, args.warmup, args.steps, args.batch),
             "data_ms": data_path_ms(tr)}
 
@@ -111,13 +111,13 @@ def run_facediff_premade(args: argparse.Namespace, extra: list[str]) -> dict:
     acc = tr.accelerator
     stamps = []
     for _ in range(args.warmup + args.steps * args.windows + 1):
-        loss = tr.objective.loss(tr.model, x0, noise, t).mean()
+        loss = tr.objective.loss(tr.train_net, x0, noise, t).mean()
         acc.backward(loss)
-        acc.clip_grad_norm_(tr.model.parameters(), 1.0)
+        acc.clip_grad_norm_(tr.train_net.parameters(), 1.0)
         tr.optimizer.step()
         tr.optimizer.zero_grad(set_to_none=True)
         tr.lr_scheduler.step()
-        tr.ema.step(tr.unet.parameters())
+        tr.ema.step(tr.net.parameters())
         float(loss)
         stamps.append(time.perf_counter())
     return {"speeds": windows(stamps, args.warmup, args.steps, b)}
@@ -157,8 +157,8 @@ def run_reference(args: argparse.Namespace) -> dict:
     from torch.utils.data import DataLoader, Dataset
     from torchvision import transforms
 
-    from facediff.config import resolve_config
-    from facediff.model import build_model
+    from facediff.configure import resolve_config
+    from facediff.model import build_net
 
     class Faces(Dataset):
         def __init__(self, root: Path, size: int) -> None:
@@ -177,7 +177,7 @@ def run_reference(args: argparse.Namespace) -> dict:
 
     cfg = resolve_config(preset="tiny", overrides=[f"data.image_size={args.size}",
                                                    *FACEDIFF_NET])
-    model = build_model(cfg).train()
+    model = build_net(cfg).train()
     sched = DDPMScheduler(num_train_timesteps=1000)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     ema = EMAModel(model.parameters(), decay=0.9999)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from facediff.config import resolve_config
+from facediff.configure import resolve_config
 from facediff.data.synthetic import make_faces
 from facediff.model import count_parameters
 from facediff.train.trainer import Trainer
@@ -27,7 +27,7 @@ def measure(preset: str, data: Path, steps: int, windows: int, overrides: list[s
     cfg = resolve_config(preset=preset, overrides=[f"data.path={data}", *overrides])
     with tempfile.TemporaryDirectory() as run:
         tr = Trainer(cfg, run, progress=False)
-        tr.model.train()
+        tr.train_net.train()
         for _ in range(3):  # warm-up
             tr.train_step()
         speeds = []
@@ -38,7 +38,7 @@ def measure(preset: str, data: Path, steps: int, windows: int, overrides: list[s
             float(loss)  # wait for the device
             speeds.append(steps * cfg.train.batch_size / (time.perf_counter() - t0))
     return {"preset": preset, "size": cfg.data.image_size, "batch": cfg.train.batch_size,
-            "params_M": count_parameters(tr.unet) / 1e6, "img_s": statistics.median(speeds),
+            "params_M": count_parameters(tr.net) / 1e6, "img_s": statistics.median(speeds),
             "device": str(tr.device), "precision": tr.accelerator.mixed_precision}
 
 

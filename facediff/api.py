@@ -13,29 +13,30 @@ import torch
 from PIL import Image
 
 from facediff.config import Config
-from facediff.data.conditions import ConditionSpec, parse_requests, spec_from_entries
+from facediff.data.conditions import (
+    UNSPECIFIED,
+    ConditionSpec,
+    parse_requests,
+    spec_from_conditions,
+)
 from facediff.data.transforms import array_to_image
+from facediff.device import default_device
+from facediff.diffusion.samplers import SamplingSettings
 from facediff.diffusion.sampling import Callback, generate
-from facediff.model import Denoiser, build_model
+from facediff.model import Network, build_net
 from facediff.train.checkpoint import export_model, read_model
+
+__all__ = ["Attrs", "FaceModel", "default_device", "load"]
 
 Attrs = Mapping[str, object] | Sequence[str] | None
 
 
-def default_device() -> torch.device:
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
 @dataclass
 class FaceModel:
-    """A trained model ready to sample: its config and its (EMA) denoiser."""
+    """A trained model ready to sample: its config and its (EMA) network."""
 
     config: Config
-    net: Denoiser
+    net: Network
     source: str = ""
 
     @property
@@ -45,14 +46,21 @@ class FaceModel:
     @property
     def spec(self) -> ConditionSpec:
         """The conditions this model can be asked for (empty: unconditional)."""
-        return spec_from_entries(self.config.conditions)
+        return spec_from_conditions(self.config.conditions)
 
     def to(self, device: str | torch.device) -> FaceModel:
         self.net.to(device)
         return self
 
+    def settings(self, settings: SamplingSettings | None = None,
+                 **changes: object) -> SamplingSettings:
+        """``settings`` (default: all the model's defaults) with ``changes`` applied (None
+        changes nothing), resolved against this model's ``config.sample``."""
+        base = settings if settings is not None else SamplingSettings()
+        return base.override(**changes).resolve(self.config.sample)
+
     def labels(self, attrs: Attrs) -> torch.Tensor:
-        """Requested attributes -> value indices (K,), -1 where unspecified.
+        """Requested attributes -> value indices (K,), UNSPECIFIED where not requested.
 
         ``attrs``: {"Smiling": 1, "race": "Asian"} or ["Smiling=1", "race=Asian"].
         """
@@ -64,37 +72,43 @@ class FaceModel:
 
     def cond(self, labels: torch.Tensor) -> torch.Tensor | None:
         """Value indices (K,) or (N, K) -> soft one-hot conditions (None: unconditional)."""
-        if self.net.cond is None or bool((labels < 0).all()):
+        if self.net.cond is None or bool((labels == UNSPECIFIED).all()):
             return None
         return self.net.cond.one_hot(labels.reshape(-1, labels.shape[-1]).to(self.device))
 
     def sample_tensor(
-        self, n: int = 16, steps: int | None = None, sampler: str | None = None,
-        seed: int = 0, batch_size: int = 16, eta: float | None = None,
-        progress: bool = False, callback: Callback | None = None, attrs: Attrs = None,
+        self, n: int = 16, steps: int | None = None, sampler: str | None = None, *,
+        seed: int | None = None, batch_size: int | None = None, eta: float | None = None,
         guidance: float | None = None, guidance_rescale: float | None = None,
+        settings: SamplingSettings | None = None, attrs: Attrs = None,
         cond: torch.Tensor | None = None, noise: torch.Tensor | None = None,
+        callback: Callback | None = None, progress: bool = False,
     ) -> torch.Tensor:
-        """``n`` images as uint8 N x H x W x C (CPU), optionally with attributes fixed."""
-        s = self.config.sample
+        """``n`` images as uint8 N x H x W x C (CPU), optionally with attributes fixed.
+
+        How to sample: ``settings``, with any of the single settings given here replacing
+        its field; what is left unset is the model's default (``config.sample``).
+        ``cond`` (soft one-hot rows, see ``cond``) replaces ``attrs``; ``noise`` gives each
+        image's x_T.
+        """
+        s = self.settings(settings, steps=steps, sampler=sampler, seed=seed,
+                          batch_size=batch_size, eta=eta, guidance=guidance,
+                          guidance_rescale=guidance_rescale)
         if cond is None:
             cond = self.cond(self.labels(attrs))
-        return generate(
-            self.net, self.config.diffusion, n, sampler or s.sampler, steps or s.steps,
-            seed=seed, batch_size=batch_size, eta=s.eta if eta is None else eta,
-            progress=progress, callback=callback, cond=cond,
-            guidance=s.guidance if guidance is None else guidance,
-            guidance_rescale=s.guidance_rescale if guidance_rescale is None
-            else guidance_rescale, noise=noise,
-        )
+        return generate(self.net, self.config.diffusion, n, s, cond=cond, noise=noise,
+                        callback=callback, progress=progress)
 
-    def sample(self, n: int = 16, steps: int | None = None, sampler: str | None = None,
-               seed: int = 0, batch_size: int = 16, eta: float | None = None,
-               progress: bool = False, attrs: Attrs = None,
-               guidance: float | None = None) -> list[Image.Image]:
+    def sample(
+        self, n: int = 16, steps: int | None = None, sampler: str | None = None, *,
+        seed: int | None = None, batch_size: int | None = None, eta: float | None = None,
+        guidance: float | None = None, settings: SamplingSettings | None = None,
+        attrs: Attrs = None, progress: bool = False,
+    ) -> list[Image.Image]:
         """``n`` images as PIL images; the same seed gives the same images at any batch size."""
-        arr = self.sample_tensor(n, steps, sampler, seed, batch_size, eta, progress,
-                                 attrs=attrs, guidance=guidance).numpy()
+        arr = self.sample_tensor(n, steps, sampler, seed=seed, batch_size=batch_size, eta=eta,
+                                 guidance=guidance, settings=settings, attrs=attrs,
+                                 progress=progress).numpy()
         return [array_to_image(a) for a in arr]
 
     def save(self, path: str | Path, half: bool = False) -> Path:
@@ -112,7 +126,7 @@ def load(path: str | Path | None = None, device: str | torch.device | None = Non
     bundled attribute-conditional one.
     """
     cfg, weights, source = read_model(path, conditional)
-    net = build_model(cfg)
+    net = build_net(cfg)
     net.load_state_dict({k: v.float() for k, v in weights.items()})
     net.eval().requires_grad_(False)
     return FaceModel(cfg, net.to(device or default_device()), source)

@@ -1,9 +1,11 @@
 """Typed configuration: data, model, diffusion, training and sampling sections.
 
-A config is plain data. It is saved as YAML with every run, checkpoint and exported model, and
-it round-trips exactly: ``Config.from_dict(cfg.to_dict()) == cfg``. Presets are YAML files in
-``facediff/presets``; ``--set section.key=value`` overrides one field, and a key that does not
-exist is an error that lists the valid ones.
+A config is plain data: this module imports nothing from facediff but its errors. It is saved
+as YAML with every run, checkpoint and exported model (facediff.train.checkpoint writes it),
+and it round-trips exactly: ``Config.from_dict(cfg.to_dict()) == cfg``. Presets are YAML files
+in ``facediff/presets``; ``--set section.key=value`` overrides one field, and a key that does
+not exist is an error that lists the valid ones. ``build_config`` applies the checks a field
+type cannot express; facediff.configure adds those that need the sampling code.
 """
 
 from __future__ import annotations
@@ -12,13 +14,12 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-from facediff.errors import ConfigError, FacediffError
+from facediff.errors import ConfigError, DataError
 
 Prediction = Literal["eps", "v", "x0"]
 BetaSchedule = Literal["linear", "cosine", "scaled_linear", "sigmoid"]
@@ -128,13 +129,39 @@ class SampleConfig:
     guidance_rescale: float = 0.0  # 0..1, Lin et al. 2023: rescale the guided prediction
 
 
+BINARY_VALUES = ["0", "1"]
+
+
 @dataclass
-class ConditionEntry:
-    """One condition a model was trained with (see facediff.data.conditions)."""
+class Condition:
+    """One condition a dataset's labels carry and a model is trained with:
+      * binary: an attribute that is off or on (CelebA's ``Smiling``), values ``["0", "1"]``;
+      * categorical: a group with named values (``race``: White, Black, ...; ``digit``: 0..9).
+    A model's config lists its conditions (facediff.data.conditions.ConditionSpec orders them).
+    """
 
     name: str = ""
     kind: Literal["binary", "categorical"] = "binary"
-    values: list[str] = field(default_factory=lambda: ["0", "1"])
+    values: list[str] = field(default_factory=lambda: list(BINARY_VALUES))
+
+    def index_of(self, value: str) -> int:
+        """The index of a value given by name (or, for binary, 0/1/true/false/yes/no/-1/+1)."""
+        v = str(value).strip()
+        if self.kind == "binary":
+            key = v.lower()
+            if key in ("1", "+1", "true", "yes", "on", "y", "t"):
+                return 1
+            if key in ("0", "-1", "false", "no", "off", "n", "f"):
+                return 0
+        elif v in self.values:
+            return self.values.index(v)
+        else:
+            lowered = [x.lower() for x in self.values]
+            if v.lower() in lowered:
+                return lowered.index(v.lower())
+        raise DataError(
+            f"invalid value {value!r} for {self.name}; valid: {', '.join(self.values)}"
+        )
 
 
 @dataclass
@@ -145,7 +172,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     # the dataset's condition spec, filled in from the data when training starts
-    conditions: list[ConditionEntry] = field(default_factory=list)
+    conditions: list[Condition] = field(default_factory=list)
     preset: str | None = None
 
     # ---- conversion -------------------------------------------------------------------
@@ -165,11 +192,6 @@ class Config:
         if not isinstance(data, dict):
             raise ConfigError("config file must be a mapping of sections")
         return cls.from_dict(data)
-
-    def save(self, path: str | Path) -> None:
-        from facediff.train.checkpoint import atomic_write_text
-
-        atomic_write_text(Path(path), self.to_yaml())
 
     @classmethod
     def load(cls, path: str | Path) -> Config:
@@ -297,31 +319,32 @@ def _type_name(hint: Any) -> str:
 
 # ---- presets ---------------------------------------------------------------------------
 
+PRESETS = Path(__file__).resolve().parent / "presets"
+
+
 def preset_names() -> list[str]:
-    return sorted(
-        p.name[: -len(".yaml")]
-        for p in resources.files("facediff.presets").iterdir()
-        if p.name.endswith(".yaml")
-    )
+    return sorted(p.stem for p in PRESETS.glob("*.yaml"))
 
 
 def load_preset(name: str) -> Config:
     names = preset_names()
     if name not in names:
         raise ConfigError(f"unknown preset {name!r}; available: {', '.join(names)}")
-    text = (resources.files("facediff.presets") / f"{name}.yaml").read_text()
+    text = (PRESETS / f"{name}.yaml").read_text()
     cfg = Config.from_yaml(text)
     cfg.preset = name
     return cfg
 
 
-def resolve_config(
+def build_config(
     preset: str | None = None,
     config_file: str | Path | None = None,
     overrides: typing.Sequence[str] = (),
     base: Config | None = None,
 ) -> Config:
-    """Build a config: base (or preset, or config file, or defaults), then overrides."""
+    """Build a config: base (or preset, or config file, or defaults), then overrides, then
+    ``validate``. Commands use facediff.configure.resolve_config, which also checks the
+    sampler against the schedule."""
     if base is not None:
         cfg = Config.from_dict(base.to_dict())
         cfg.preset = base.preset
@@ -339,66 +362,57 @@ def resolve_config(
 
 def validate(cfg: Config) -> None:
     """Checks that a dataclass field type cannot express."""
-    m, d, t = cfg.model, cfg.data, cfg.train
-    if d.image_size < 8:
-        raise ConfigError(f"data.image_size must be at least 8, got {d.image_size}")
-    if d.channels not in (1, 3):
-        raise ConfigError(f"data.channels must be 1 or 3, got {d.channels}")
-    if not m.block_out_channels:
+    model, data, train = cfg.model, cfg.data, cfg.train
+    if data.image_size < 8:
+        raise ConfigError(f"data.image_size must be at least 8, got {data.image_size}")
+    if data.channels not in (1, 3):
+        raise ConfigError(f"data.channels must be 1 or 3, got {data.channels}")
+    if not model.block_out_channels:
         raise ConfigError("model.block_out_channels must list at least one level")
-    factor = 2 ** (len(m.block_out_channels) - 1)
-    if d.image_size % factor:
+    factor = 2 ** (len(model.block_out_channels) - 1)
+    if data.image_size % factor:
         raise ConfigError(
-            f"data.image_size {d.image_size} must be divisible by {factor} "
-            f"for {len(m.block_out_channels)} resolution levels"
+            f"data.image_size {data.image_size} must be divisible by {factor} "
+            f"for {len(model.block_out_channels)} resolution levels"
         )
-    for c in m.block_out_channels:
-        if c % m.norm_num_groups:
+    for c in model.block_out_channels:
+        if c % model.norm_num_groups:
             raise ConfigError(
                 f"model.block_out_channels {c} is not divisible by "
-                f"model.norm_num_groups {m.norm_num_groups}"
+                f"model.norm_num_groups {model.norm_num_groups}"
             )
-    bad = [i for i in m.attention_levels if not 0 <= i < len(m.block_out_channels)]
+    bad = [i for i in model.attention_levels if not 0 <= i < len(model.block_out_channels)]
     if bad:
         raise ConfigError(
-            f"model.attention_levels {bad} out of range 0..{len(m.block_out_channels) - 1}"
+            f"model.attention_levels {bad} out of range 0..{len(model.block_out_channels) - 1}"
         )
-    if not 0.0 <= d.val_fraction < 1.0:
-        raise ConfigError(f"data.val_fraction must be in [0, 1), got {d.val_fraction}")
+    if not 0.0 <= data.val_fraction < 1.0:
+        raise ConfigError(f"data.val_fraction must be in [0, 1), got {data.val_fraction}")
     for name in ("batch_size", "grad_accum", "max_steps", "log_every", "sample_every",
                  "checkpoint_every", "keep_checkpoints", "val_every"):
-        if getattr(t, name) < 1:
-            raise ConfigError(f"train.{name} must be at least 1, got {getattr(t, name)}")
-    if t.lr <= 0:
-        raise ConfigError(f"train.lr must be positive, got {t.lr}")
-    if len(t.adam_betas) != 2:
+        if getattr(train, name) < 1:
+            raise ConfigError(f"train.{name} must be at least 1, got {getattr(train, name)}")
+    if train.lr <= 0:
+        raise ConfigError(f"train.lr must be positive, got {train.lr}")
+    if len(train.adam_betas) != 2:
         raise ConfigError("train.adam_betas must have two values")
     if cfg.diffusion.num_train_timesteps < 2:
         raise ConfigError("diffusion.num_train_timesteps must be at least 2")
-    if t.warmup_steps < 0:
-        raise ConfigError(f"train.warmup_steps must be >= 0, got {t.warmup_steps}")
-    if not all(0.0 <= b < 1.0 for b in t.adam_betas):
-        raise ConfigError(f"train.adam_betas must be in [0, 1), got {t.adam_betas}")
-    if t.weight_decay < 0:
-        raise ConfigError(f"train.weight_decay must be >= 0, got {t.weight_decay}")
+    if train.warmup_steps < 0:
+        raise ConfigError(f"train.warmup_steps must be >= 0, got {train.warmup_steps}")
+    if not all(0.0 <= b < 1.0 for b in train.adam_betas):
+        raise ConfigError(f"train.adam_betas must be in [0, 1), got {train.adam_betas}")
+    if train.weight_decay < 0:
+        raise ConfigError(f"train.weight_decay must be >= 0, got {train.weight_decay}")
     for name in ("cond_drop", "attr_drop"):
-        if not 0.0 <= getattr(t, name) < 1.0:
-            raise ConfigError(f"train.{name} must be in [0, 1), got {getattr(t, name)}")
+        if not 0.0 <= getattr(train, name) < 1.0:
+            raise ConfigError(f"train.{name} must be in [0, 1), got {getattr(train, name)}")
     if not 0.0 <= cfg.sample.guidance_rescale <= 1.0:
         raise ConfigError("sample.guidance_rescale must be in [0, 1]")
-    if t.sample_n < 1:
-        raise ConfigError(f"train.sample_n must be at least 1, got {t.sample_n}")
-    if t.eval_every < 0:
-        raise ConfigError(f"train.eval_every must be >= 0 (0 = off), got {t.eval_every}")
+    if train.sample_n < 1:
+        raise ConfigError(f"train.sample_n must be at least 1, got {train.sample_n}")
+    if train.eval_every < 0:
+        raise ConfigError(f"train.eval_every must be >= 0 (0 = off), got {train.eval_every}")
     for name in ("eval_n", "eval_ref_n"):
-        if getattr(t, name) < 4:
-            raise ConfigError(f"train.{name} must be at least 4, got {getattr(t, name)}")
-    # the sampler used for the progress grids must work with this schedule before training
-    from facediff.diffusion.sampling import make_scheduler
-
-    try:
-        make_scheduler(cfg.sample.sampler, cfg.diffusion, cfg.sample.steps)
-    except ConfigError:
-        raise
-    except FacediffError as e:
-        raise ConfigError(f"sample: {e}") from e
+        if getattr(train, name) < 4:
+            raise ConfigError(f"train.{name} must be at least 4, got {getattr(train, name)}")

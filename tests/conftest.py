@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from facediff.config import Config, resolve_config
+from facediff.config import Config
+from facediff.configure import resolve_config
 from facediff.data.synthetic import make_faces
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))

@@ -13,13 +13,13 @@ from PIL import Image
 
 from facediff.api import FaceModel
 from facediff.app.logic import Limits, Output, Preview, Session, upscale, with_previews
-from facediff.config import ConditionEntry
+from facediff.config import Condition
 from facediff.errors import FacediffError
-from facediff.model import build_model
+from facediff.model import build_net
 from tests.conftest import tiny_config
 
-CONDS = [ConditionEntry("Smiling", "binary", ["0", "1"]),
-         ConditionEntry("hair", "categorical", ["blond", "dark", "red"])]
+CONDS = [Condition("Smiling", "binary", ["0", "1"]),
+         Condition("hair", "categorical", ["blond", "dark", "red"])]
 
 
 def tiny_model(conditional: bool) -> FaceModel:
@@ -27,7 +27,7 @@ def tiny_model(conditional: bool) -> FaceModel:
     if conditional:
         cfg.conditions = list(CONDS)
     torch.manual_seed(0)
-    net = build_model(cfg).eval().requires_grad_(False)
+    net = build_net(cfg).eval().requires_grad_(False)
     if conditional:
         with torch.no_grad():
             for p in net.cond.parameters():
@@ -121,35 +121,37 @@ def test_unconditional_model_ignores_no_controls(plain_session: Session):
     _, out = _run(plain_session, 1, "dpmpp", 3, 0)
     assert out.display.size == (20 * 8, 20 * 8)
     with pytest.raises(FacediffError, match="unconditional"):
-        plain_session.edit("x.png", {}, "ddim", 5, 3.0)
+        plain_session.edit("x.png", {}, method="ddim", steps=5, guidance=3.0)
 
 
 def test_interpolation_strips(cond_session: Session):
-    out = cond_session.interpolate("seeds", 0, 1, 3, "ddim", 4)
+    out = cond_session.interpolate("seeds", 0, 1, 3, sampler="ddim", steps=4)
     assert Image.open(out.path).size == (3 * 18 + 2, 20)
     assert "seed 0 → seed 1" in out.info
-    out = cond_session.interpolate("attribute", 0, 0, 4, "ddim", 4, "hair", 2.0)
+    out = cond_session.interpolate("attribute", 0, 0, 4, sampler="ddim", steps=4,
+                                 attribute="hair", guidance=2.0)
     strip = np.asarray(Image.open(out.path)).astype(int)
     assert strip.shape == (20, 4 * 18 + 2, 3)
     assert np.abs(strip[:, 2:18] - strip[:, -18:-2]).mean() > 1  # blond differs from red
     with pytest.raises(FacediffError, match="Frames must be between 2 and 6"):
-        cond_session.interpolate("seeds", 0, 1, 7, "ddim", 4)
+        cond_session.interpolate("seeds", 0, 1, 7, sampler="ddim", steps=4)
 
 
 def test_edit_a_photo(cond_session: Session, tmp_path: Path):
     photo = tmp_path / "face.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 30, 3), np.uint8)).save(photo)
-    out = cond_session.edit(str(photo), {"Smiling": "on", "hair": "keep"}, "ddim", 4, 2.0)
+    out = cond_session.edit(str(photo), {"Smiling": "on", "hair": "keep"}, method="ddim",
+                            steps=4, guidance=2.0)
     assert Image.open(out.path).size == (2 * 18 + 2, 20)
     assert "Smiling=1" in out.info
     with pytest.raises(FacediffError, match="Upload a photo"):
-        cond_session.edit(None, {"Smiling": "on"}, "ddim", 4, 2.0)
+        cond_session.edit(None, {"Smiling": "on"}, method="ddim", steps=4, guidance=2.0)
     with pytest.raises(FacediffError, match="at least one attribute"):
-        cond_session.edit(str(photo), {"Smiling": "keep"}, "ddim", 4, 2.0)
+        cond_session.edit(str(photo), {"Smiling": "keep"}, method="ddim", steps=4, guidance=2.0)
     with pytest.raises(FacediffError, match="cannot read photo"):
         bad = tmp_path / "bad.png"
         bad.write_text("not an image")
-        cond_session.edit(str(bad), {"Smiling": "on"}, "ddim", 4, 2.0)
+        cond_session.edit(str(bad), {"Smiling": "on"}, method="ddim", steps=4, guidance=2.0)
 
 
 def test_upscale_uses_whole_factors():

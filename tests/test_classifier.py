@@ -31,7 +31,8 @@ def test_classifier_learns_and_round_trips(tmp_path: Path):
                                                          ["r", "g", "b"])])
     x, y = _data(256, 0)
     vx, vy = _data(64, 1)
-    clf = train_classifier(x, y, spec, vx, vy, epochs=6, batch=64, progress=False)
+    clf = train_classifier(x, y, spec, val_images=vx, val_labels=vy, epochs=6, batch=64,
+                           progress=False)
     assert clf.accuracy["bright"] > 0.9
     assert clf.accuracy["colour"] > 0.6 > clf.majority["colour"]
     save_classifier(clf, tmp_path / "c")

@@ -10,16 +10,16 @@ import torch
 from PIL import Image
 
 import facediff
-from facediff.config import ConditionEntry
-from facediff.data.conditions import ConditionSpec, parse_requests, spec_from_entries
+from facediff.config import Condition
+from facediff.data.conditions import ConditionSpec, parse_requests, spec_from_conditions
 from facediff.diffusion.sampling import guided_denoiser
 from facediff.errors import DataError
-from facediff.model import build_model
+from facediff.model import build_net
 from facediff.train.trainer import Trainer
 from tests.conftest import tiny_config
 
-CONDS = [ConditionEntry("Smiling", "binary", ["0", "1"]),
-         ConditionEntry("hair", "categorical", ["blond", "dark", "red"])]
+CONDS = [Condition("Smiling", "binary", ["0", "1"]),
+         Condition("hair", "categorical", ["blond", "dark", "red"])]
 
 
 def write_labelled(root: Path, n: int = 16) -> tuple[Path, Path]:
@@ -50,7 +50,7 @@ def _net():
     cfg = tiny_config()
     cfg.conditions = list(CONDS)
     torch.manual_seed(0)
-    return build_model(cfg).eval(), cfg
+    return build_net(cfg).eval(), cfg
 
 
 def test_embedding_one_hot_has_an_unspecified_slot_per_condition():
@@ -85,7 +85,7 @@ def test_guidance_zero_is_unconditional_and_one_is_conditional():
 
 
 def test_attribute_requests_and_their_errors():
-    spec = spec_from_entries(CONDS)
+    spec = spec_from_conditions(CONDS)
     assert parse_requests(spec, ["Smiling=1", "hair=red"]) == [1, 2]
     assert parse_requests(spec, ["smiling=yes"]) == [1, -1]
     assert parse_requests(spec, ["hair=any"]) == [-1, -1]

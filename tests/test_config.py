@@ -4,8 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from facediff.config import Config, load_preset, preset_names, resolve_config
+from facediff.config import Config, load_preset, preset_names
+from facediff.configure import resolve_config
 from facediff.errors import ConfigError
+from facediff.train.checkpoint import save_config
 
 
 def test_presets_exist_and_validate():
@@ -21,7 +23,7 @@ def test_presets_exist_and_validate():
 
 def test_yaml_roundtrip_is_exact(tmp_path: Path):
     cfg = resolve_config(preset="simpsons64", overrides=["train.lr=3e-4", "data.path=/x"])
-    cfg.save(tmp_path / "c.yaml")
+    save_config(tmp_path / "c.yaml", cfg)
     again = Config.load(tmp_path / "c.yaml")
     assert again == cfg
     assert again.train.lr == pytest.approx(3e-4)
@@ -95,7 +97,7 @@ def test_binary_config_file_is_a_clear_error(tmp_path: Path):
 
 def test_a_bare_no_is_the_word_not_false(tmp_path):
     """YAML 1.1 reads `no` as false; for a choice that includes "no" it means "no"."""
-    from facediff.config import resolve_config
+    from facediff.configure import resolve_config
 
     cfg = resolve_config(preset="tiny", overrides=["train.mixed_precision=no"])
     assert cfg.train.mixed_precision == "no"

@@ -20,6 +20,7 @@ from facediff.diffusion.editing import (
     load_photo,
     slerp,
 )
+from facediff.diffusion.samplers import SamplingSettings
 from facediff.train.trainer import Trainer
 from tests.conftest import tiny_config
 
@@ -58,7 +59,7 @@ def test_slerp_endpoints_and_norm():
 
 def test_seed_interpolation_ends_at_the_two_seeds(trained):
     model = facediff.load(trained[0], device="cpu")
-    frames = interpolate_seeds(model, 3, 9, 4, steps=5)
+    frames = interpolate_seeds(model, 3, 9, 4, settings=SamplingSettings(steps=5))
     a = model.sample_tensor(1, steps=5, seed=3)
     b = model.sample_tensor(1, steps=5, seed=9)
     assert frames.shape[0] == 4
@@ -69,7 +70,8 @@ def test_seed_interpolation_ends_at_the_two_seeds(trained):
 
 def test_attribute_sweep_ends_at_off_and_on(trained):
     model = facediff.load(trained[0], device="cpu")
-    sweep = interpolate_attribute(model, "hair", 3, seed=2, rows=1, steps=5, guidance=2.0)
+    sweep = interpolate_attribute(model, "hair", 3, rows=1,
+                                  settings=SamplingSettings(seed=2, steps=5, guidance=2.0))
     blond = model.sample_tensor(1, steps=5, seed=2, attrs=["hair=blond"], guidance=2.0)
     dark = model.sample_tensor(1, steps=5, seed=2, attrs=["hair=dark"], guidance=2.0)
     assert (sweep[0].int() - blond[0].int()).abs().max() <= 1
@@ -98,9 +100,11 @@ def test_edit_changes_the_attribute(trained, tmp_path: Path):
     model = facediff.load(run, device="cpu")
     photo = load_photo(faces / "1.png", model)  # smiling, blond
     src = torch.tensor([1, 0])
-    after = edit_photo(model, photo, src, torch.tensor([1, 1]), "ddim", 30, 3.0)
+    after = edit_photo(model, photo, src, torch.tensor([1, 1]), method="ddim",
+                       settings=SamplingSettings(steps=30, guidance=3.0))
     assert after.float().mean() < photo.add(1).mul(127.5).mean() - 30  # dark now
-    sd = edit_photo(model, photo, src, torch.tensor([1, 1]), "sdedit", 30, 3.0, strength=0.8)
+    sd = edit_photo(model, photo, src, torch.tensor([1, 1]), method="sdedit", strength=0.8,
+                    settings=SamplingSettings(steps=30, guidance=3.0))
     assert sd.shape == (16, 16, 3)
     out = tmp_path / "e.png"
     assert main(["edit", str(faces / "1.png"), "--model", str(run), "--attr", "hair=dark",

@@ -21,7 +21,7 @@ def _fixed_loss(trainer: Trainer) -> float:
     noise = torch.randn(x0.shape, generator=g)
     t = torch.linspace(50, 950, 8).long()
     with torch.no_grad():
-        return float(trainer.objective.loss(trainer.unet, x0, noise, t).mean())
+        return float(trainer.objective.loss(trainer.net, x0, noise, t).mean())
 
 
 def test_loss_falls_when_overfitting(faces_dir: Path, tmp_path: Path):
@@ -183,10 +183,10 @@ def test_resume_refuses_a_different_network_and_applies_a_new_lr(faces_dir: Path
 def test_grad_clip_zero_means_no_clipping(faces_dir: Path, tmp_path: Path):
     cfg = tiny_config(faces_dir, "train.max_steps=2", "train.grad_clip=0")
     trainer = Trainer(cfg, tmp_path, progress=False)
-    before = [p.detach().clone() for p in trainer.unet.parameters()]
+    before = [p.detach().clone() for p in trainer.net.parameters()]
     trainer.fit()
     moved = sum(float((p.detach() - b).abs().sum())
-                for p, b in zip(trainer.unet.parameters(), before, strict=True))
+                for p, b in zip(trainer.net.parameters(), before, strict=True))
     assert moved > 0
 
 
@@ -219,11 +219,11 @@ def test_cpu_layout_and_optimizer(faces_dir: Path, tmp_path: Path):
     # (accelerate's state is per process: every in-process trainer keeps the same precision)
     trainer = Trainer(tiny_config(faces_dir, "train.max_steps=2", "train.channels_last=true"),
                       tmp_path / "run", progress=False)
-    convs = [m.weight for m in trainer.unet.modules() if isinstance(m, torch.nn.Conv2d)]
+    convs = [m.weight for m in trainer.net.modules() if isinstance(m, torch.nn.Conv2d)]
     assert all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
     assert trainer.optimizer.defaults["foreach"] is True  # multi-tensor AdamW off CUDA
     assert trainer.fit().reason == "finished"
     plain = Trainer(tiny_config(faces_dir), tmp_path / "p", progress=False)  # auto: off on CPU
     assert not all(m.weight.is_contiguous(memory_format=torch.channels_last)
-                   for m in plain.unet.modules() if isinstance(m, torch.nn.Conv2d)
+                   for m in plain.net.modules() if isinstance(m, torch.nn.Conv2d)
                    and m.weight.shape[-1] > 1)

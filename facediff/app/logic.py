@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from facediff.data.transforms import model_to_uint8
-from facediff.diffusion.sampling import SAMPLERS, Callback
+from facediff.diffusion.samplers import SAMPLERS, SamplingSettings, unknown_sampler
 from facediff.errors import FacediffError
 from facediff.model import count_parameters
 from facediff.viz.animation import upscale as scale_up
@@ -28,6 +28,7 @@ from facediff.viz.grid import make_grid
 
 if TYPE_CHECKING:
     from facediff.api import FaceModel
+    from facediff.diffusion.sampling import Callback
 
 ANY = "any"  # the tri-state control's "not requested" value
 KEEP = "keep"  # the edit tab's "leave as it is"
@@ -92,7 +93,7 @@ class Session:
 
     # ---- requests ---------------------------------------------------------------------------
     def problems(self, n: float | None = 1, steps: float | None = 1, sampler: str = "ddim",
-                 guidance: float | None = None, seed: float | None = 0,
+                 guidance: float | None = None, *, seed: float | None = 0,
                  randomize: bool = False) -> dict[str, str]:
         """What is wrong with each field of a request ({} when nothing is), for the page to
         show beside the field."""
@@ -111,7 +112,8 @@ class Session:
             if not lo <= v <= hi:
                 out[key] = f"{what} must be between {lo} and {hi} (got {v})."
         if sampler not in SAMPLERS:
-            out["sampler"] = f"Unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}."
+            message = unknown_sampler(sampler)
+            out["sampler"] = f"{message[0].upper()}{message[1:]}."
         if guidance is not None and not 0.0 <= guidance <= 20.0:
             out["guidance"] = f"Guidance must be between 0 and 20 (got {guidance})."
         return out
@@ -138,20 +140,28 @@ class Session:
             raise FacediffError(bad["seed"])
         return int(seed)  # type: ignore[arg-type]
 
+    def settings(self, sampler: str, steps: float | None, guidance: float | None = None,
+                 seed: float | None = 0) -> SamplingSettings:
+        """A request's sampling settings, checked (a FacediffError names the wrong field) and
+        resolved against the model's defaults."""
+        _, steps_i = self.check(1, steps, sampler, guidance)
+        return self.model.settings(sampler=sampler, steps=steps_i, guidance=guidance,
+                                   seed=self.pick_seed(seed, False))
+
     def generate(
-        self, n: float | None, sampler: str, steps: float | None, seed: float | None,
+        self, n: float | None, sampler: str, steps: float | None, seed: float | None, *,
         randomize: bool = False, guidance: float | None = None,
         choices: Mapping[str, str] | None = None,
     ) -> Iterator[Preview | Output]:
         """Sample a grid, yielding previews of the estimated faces as the sampler runs."""
-        n_i, steps_i = self.check(n, steps, sampler, guidance)
-        seed_i = self.pick_seed(seed, randomize)
+        n_i, _ = self.check(n, steps, sampler, guidance)
+        s = self.settings(sampler, steps, guidance, self.pick_seed(seed, randomize))
+        s = s.override(batch_size=n_i)
         attrs = self.attrs(choices or {})
         started = time.perf_counter()
 
         def work(callback: Callback) -> torch.Tensor:
-            return self.model.sample_tensor(n_i, steps_i, sampler, seed=seed_i, batch_size=n_i,
-                                            attrs=attrs, guidance=guidance, callback=callback)
+            return self.model.sample_tensor(n_i, settings=s, attrs=attrs, callback=callback)
 
         for item in with_previews(work, self.limits.preview_every_s):
             if isinstance(item, tuple):
@@ -160,13 +170,13 @@ class Session:
                               f"denoising… step {i + 1}/{total} (estimate of the final faces)")
                 continue
             took = time.perf_counter() - started
-            cond = f", {' '.join(attrs)}, guidance {self._guidance(guidance)}" if attrs else ""
-            info = (f"{n_i} images · {sampler}, {steps_i} steps · seed {seed_i}{cond} · "
+            cond = f", {' '.join(attrs)}, guidance {s.guidance}" if attrs else ""
+            info = (f"{n_i} images · {s.sampler}, {s.steps} steps · seed {s.seed}{cond} · "
                     f"{took:.1f} s")
-            yield self._finish(item, f"samples_seed{seed_i}", info, seed_i)
+            yield self._finish(item, f"samples_seed{s.seed}", info, s.seed)
 
     def interpolate(
-        self, mode: str, seed_a: float | None, seed_b: float | None, frames: float | None,
+        self, mode: str, seed_a: float | None, seed_b: float | None, frames: float | None, *,
         sampler: str, steps: float | None, attribute: str | None = None,
         guidance: float | None = None, choices: Mapping[str, str] | None = None,
     ) -> Output:
@@ -177,31 +187,29 @@ class Session:
         if not 2 <= frames_i <= self.limits.max_frames:
             raise FacediffError(f"Frames must be between 2 and {self.limits.max_frames} "
                                 f"(got {frames_i}).")
-        _, steps_i = self.check(1, steps, sampler, guidance)
-        a = self.pick_seed(seed_a, False)
+        s = self.settings(sampler, steps, guidance, seed_a)
         attrs = self.attrs(choices or {})
         started = time.perf_counter()
         if mode == "attribute":
             if not attribute:
                 raise FacediffError("Choose the attribute to sweep.")
-            imgs = interpolate_attribute(self.model, attribute, frames_i, a, 1, steps=steps_i,
-                                         sampler=sampler, attrs=attrs, guidance=guidance)
-            what = f"{attribute} from {self._ends(attribute)} at seed {a}"
+            imgs = interpolate_attribute(self.model, attribute, frames_i, attrs=attrs,
+                                         settings=s)
+            what = f"{attribute} from {self._ends(attribute)} at seed {s.seed}"
         else:
             b = self.pick_seed(seed_b, False)
-            imgs = interpolate_seeds(self.model, a, b, frames_i, steps_i, sampler, attrs,
-                                     guidance)
-            what = f"seed {a} → seed {b}"
-        info = (f"{what} · {frames_i} frames · {sampler}, {steps_i} steps · "
+            imgs = interpolate_seeds(self.model, s.seed, b, frames_i, settings=s, attrs=attrs)
+            what = f"seed {s.seed} → seed {b}"
+        info = (f"{what} · {frames_i} frames · {s.sampler}, {s.steps} steps · "
                 f"{time.perf_counter() - started:.1f} s")
-        return self._finish(imgs, f"interpolation_seed{a}", info, a, nrow=frames_i)
+        return self._finish(imgs, f"interpolation_seed{s.seed}", info, s.seed, nrow=frames_i)
 
     def edit(
-        self, photo: str | None, changes: Mapping[str, str], method: str, steps: float | None,
-        guidance: float | None, strength: float = 0.6,
+        self, photo: str | None, changes: Mapping[str, str], *, method: str = "ddim",
+        steps: float | None = None, guidance: float | None = None, strength: float = 0.6,
     ) -> Output:
         """Before | after for a photo with some attributes switched."""
-        from facediff.diffusion.editing import edit_photo, load_photo
+        from facediff.diffusion.editing import edit_photo, edit_settings, load_photo
 
         if not len(self.model.spec):
             raise FacediffError("This model is unconditional: it has no attributes to edit.")
@@ -210,16 +218,16 @@ class Session:
         attrs = self.attrs(changes)
         if not attrs:
             raise FacediffError("Choose at least one attribute to change.")
-        _, steps_i = self.check(1, steps, "ddim", guidance)
+        s = edit_settings(self.model, self.settings("ddim", steps, guidance))
         started = time.perf_counter()
         x = load_photo(photo, self.model).to(self.model.device)
         src = self.model.labels([])
         dst = self.model.labels(attrs)
-        after = edit_photo(self.model, x, src, dst, method, steps_i,
-                           self._guidance(guidance), strength)
+        after = edit_photo(self.model, x, src, dst, method=method, strength=strength,
+                           settings=s)
         before = model_to_uint8(x.cpu())[0]
-        info = (f"before | after: {' '.join(attrs)} · {method}, {steps_i} steps, guidance "
-                f"{self._guidance(guidance)} · {time.perf_counter() - started:.1f} s")
+        info = (f"before | after: {' '.join(attrs)} · {method}, {s.steps} steps, guidance "
+                f"{s.guidance} · {time.perf_counter() - started:.1f} s")
         return self._finish(torch.stack([before, after]), "edit", info, 0, nrow=2)
 
     # ---- helpers ----------------------------------------------------------------------------
@@ -233,9 +241,6 @@ class Session:
         path = self.out_dir / f"{stem}_{time.strftime('%Y%m%d-%H%M%S')}_{_tag()}.png"
         grid.save(path)
         return Output(upscale(grid, imgs.shape[1]), path, info, seed)
-
-    def _guidance(self, guidance: float | None) -> float:
-        return self.model.config.sample.guidance if guidance is None else guidance
 
     def _ends(self, name: str) -> str:
         c = self.model.spec.get(name)

@@ -13,7 +13,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from
 import gradio as gr
 
 from facediff.app.logic import ANY, KEEP, Output, Preview, Session
-from facediff.diffusion.sampling import SAMPLERS
+from facediff.diffusion.editing import EDIT_STEPS
+from facediff.diffusion.samplers import SAMPLERS
 from facediff.errors import FacediffError
 
 # system fonts only: the page must not wait on a font server it cannot reach
@@ -57,148 +58,162 @@ def _errors_shown(fn: Any) -> Any:
 
 def build_app(session: Session) -> gr.Blocks:
     """The page for one model: Generate, Interpolate and (conditional models) Edit tabs."""
-    cfg = session.model.config
-    names = [name for name, _ in session.conditions]
-    conditional = bool(names)
-    lim = session.limits
-    samplers = list(SAMPLERS)
-
     with gr.Blocks(title="facediff", analytics_enabled=False) as app:
         gr.Markdown(f"## facediff\n{session.summary()}")
         with gr.Tabs():
-            # ---- generate ---------------------------------------------------------------
-            with gr.Tab("Generate"), gr.Row():
-                with gr.Column(scale=1, min_width=300):
-                    n = gr.Number(16, label=f"Number of images (1-{lim.max_images})",
-                                  precision=0, elem_id="n-images")
-                    sampler = gr.Dropdown(samplers, value=cfg.sample.sampler, label="Sampler")
-                    steps = gr.Number(cfg.sample.steps, label=f"Steps (1-{lim.max_steps})",
-                                      precision=0, elem_id="steps")
-                    with gr.Row():
-                        seed = gr.Number(0, label="Seed", precision=0, elem_id="seed")
-                        randomize = gr.Checkbox(False, label="Random seed")
-                    with gr.Row():
-                        go = gr.Button("Generate", variant="primary", elem_id="generate")
-                        stop = gr.Button("Stop", elem_id="stop")
-                    guidance = gr.Slider(0, 10, value=cfg.sample.guidance, step=0.5,
-                                         label="Guidance (0 = ignore the attributes, 1 = plain "
-                                               "conditional, higher = stronger)",
-                                         visible=conditional)
-                    with gr.Accordion("Attributes (any / on / off)", open=len(names) <= 12,
-                                      visible=conditional):
-                        attrs = _attribute_controls(session, ANY)
-                with gr.Column(scale=2):
-                    image = gr.Image(label="Faces", type="pil", format="png",
-                                     interactive=False, elem_id="output-image")
-                    info = gr.Markdown(elem_id="info")
-                    download = gr.File(label="Download the grid (PNG, full resolution)",
-                                       elem_id="download")
-
-            @_errors_shown
-            def run_generate(n_: float, sampler_: str, steps_: float, seed_: float,
-                             randomize_: bool, guidance_: float, *values: str) -> Iterator[Any]:
-                for item in session.generate(n_, sampler_, steps_, seed_, randomize_,
-                                             guidance_ if conditional else None,
-                                             dict(zip(names, values, strict=True))):
-                    if isinstance(item, Preview):
-                        yield item.display, gr.skip(), item.info, gr.skip()
-                    else:
-                        yield item.display, str(item.path), item.info, item.seed
-
-            def check_generate(n_: float, sampler_: str, steps_: float, seed_: float,
-                               randomize_: bool, guidance_: float, *values: str) -> list[Any]:
-                """Runs before the queue: a message beside each wrong field."""
-                bad = session.problems(n_, steps_, sampler_, None, seed_, randomize_)
-                keys = ["n", "sampler", "steps", "seed", "randomize", "guidance"]
-                return [gr.validate(k not in bad, bad.get(k, "")) for k in keys] + \
-                    [gr.validate(True, "") for _ in values]
-
-            event = go.click(run_generate, [n, sampler, steps, seed, randomize, guidance, *attrs],
-                             [image, download, info, seed], concurrency_id="model",
-                             validator=check_generate)
-            stop.click(None, cancels=[event])
-
-            # ---- interpolate ------------------------------------------------------------
-            with gr.Tab("Interpolate"), gr.Row():
-                with gr.Column(scale=1, min_width=300):
-                    modes = ["between seeds", *(["along an attribute"] if conditional else [])]
-                    mode = gr.Radio(modes, value=modes[0], label="Interpolate")
-                    with gr.Row():
-                        seed_a = gr.Number(0, label="Seed A", precision=0)
-                        seed_b = gr.Number(1, label="Seed B", precision=0)
-                    attribute = gr.Dropdown(names, value=names[0] if names else None,
-                                            label="Attribute to sweep", visible=conditional)
-                    frames = gr.Slider(2, lim.max_frames, value=min(8, lim.max_frames), step=1,
-                                       label="Frames")
-                    i_sampler = gr.Dropdown(samplers, value=cfg.sample.sampler,
-                                            label="Sampler")
-                    i_steps = gr.Number(cfg.sample.steps, label=f"Steps (1-{lim.max_steps})",
-                                        precision=0)
-                    i_guidance = gr.Slider(0, 10, value=cfg.sample.guidance, step=0.5,
-                                           label="Guidance", visible=conditional)
-                    i_go = gr.Button("Interpolate", variant="primary", elem_id="interpolate")
-                with gr.Column(scale=2):
-                    strip = gr.Image(label="Interpolation", type="pil", format="png",
-                                     interactive=False, elem_id="interp-image")
-                    i_info = gr.Markdown(elem_id="interp-info")
-                    i_download = gr.File(label="Download the strip (PNG)")
-
-            @_errors_shown
-            def run_interpolate(mode_: str, a: float, b: float, attribute_: str | None,
-                                frames_: float, sampler_: str, steps_: float,
-                                guidance_: float) -> tuple[Any, str, str]:
-                out: Output = session.interpolate(
-                    "attribute" if mode_ == "along an attribute" else "seeds", a, b, frames_,
-                    sampler_, steps_, attribute_, guidance_ if conditional else None)
-                return out.display, str(out.path), out.info
-
-            i_go.click(run_interpolate, [mode, seed_a, seed_b, attribute, frames, i_sampler,
-                                         i_steps, i_guidance], [strip, i_download, i_info],
-                       concurrency_id="model")
-
-            # ---- edit ---------------------------------------------------------------------
-            with gr.Tab("Edit a photo"):
-                if not conditional:
-                    gr.Markdown("This model is unconditional: editing needs a model trained "
-                                "with attributes.")
-                else:
-                    with gr.Row():
-                        with gr.Column(scale=1, min_width=300):
-                            photo = gr.Image(label="Photo of a face", type="filepath",
-                                             sources=["upload", "clipboard"])
-                            e_go = gr.Button("Edit", variant="primary", elem_id="edit")
-                            with gr.Accordion("Change (keep / on / off)", open=len(names) <= 12):
-                                changes = _attribute_controls(session, KEEP)
-                            method = gr.Radio(["ddim", "sdedit"], value="ddim",
-                                              label="Method (ddim: inversion, keeps identity; "
-                                                    "sdedit: re-noise to a strength)")
-                            strength = gr.Slider(0.1, 1.0, value=0.6, step=0.05,
-                                                 label="SDEdit strength")
-                            e_steps = gr.Number(50, label=f"Steps (1-{lim.max_steps})",
-                                                precision=0)
-                            e_guidance = gr.Slider(0, 10, value=cfg.sample.guidance, step=0.5,
-                                                   label="Guidance")
-                        with gr.Column(scale=2):
-                            edited = gr.Image(label="Before | after", type="pil", format="png",
-                                              interactive=False)
-                            e_info = gr.Markdown(elem_id="edit-info")
-                            e_download = gr.File(label="Download (PNG)")
-
-                    @_errors_shown
-                    def run_edit(photo_: str | None, method_: str, strength_: float,
-                                 steps_: float, guidance_: float,
-                                 *values: str) -> tuple[Any, str, str]:
-                        out = session.edit(photo_, dict(zip(names, values, strict=True)),
-                                           method_, steps_, guidance_, strength_)
-                        return out.display, str(out.path), out.info
-
-                    e_go.click(run_edit, [photo, method, strength, e_steps, e_guidance,
-                                          *changes], [edited, e_download, e_info],
-                               concurrency_id="model")
+            _generate_tab(session)
+            _interpolate_tab(session)
+            _edit_tab(session)
     return app
 
 
-def launch(session: Session, host: str = "127.0.0.1", port: int | None = None,
+def _names(session: Session) -> list[str]:
+    return [name for name, _ in session.conditions]
+
+
+def _generate_tab(session: Session) -> None:
+    """Generate: settings and attributes on the left, live previews then the grid right."""
+    cfg, lim, names = session.model.config, session.limits, _names(session)
+    conditional = bool(names)
+    # Lay out the widgets.
+    with gr.Tab("Generate"), gr.Row():
+        with gr.Column(scale=1, min_width=300):
+            n = gr.Number(16, label=f"Number of images (1-{lim.max_images})",
+                          precision=0, elem_id="n-images")
+            sampler = gr.Dropdown(list(SAMPLERS), value=cfg.sample.sampler, label="Sampler")
+            steps = gr.Number(cfg.sample.steps, label=f"Steps (1-{lim.max_steps})",
+                              precision=0, elem_id="steps")
+            with gr.Row():
+                seed = gr.Number(0, label="Seed", precision=0, elem_id="seed")
+                randomize = gr.Checkbox(False, label="Random seed")
+            with gr.Row():
+                go = gr.Button("Generate", variant="primary", elem_id="generate")
+                stop = gr.Button("Stop", elem_id="stop")
+            guidance = gr.Slider(0, 10, value=cfg.sample.guidance, step=0.5,
+                                 label="Guidance (0 = ignore the attributes, 1 = plain "
+                                       "conditional, higher = stronger)",
+                                 visible=conditional)
+            with gr.Accordion("Attributes (any / on / off)", open=len(names) <= 12,
+                              visible=conditional):
+                attrs = _attribute_controls(session, ANY)
+        with gr.Column(scale=2):
+            image = gr.Image(label="Faces", type="pil", format="png",
+                             interactive=False, elem_id="output-image")
+            info = gr.Markdown(elem_id="info")
+            download = gr.File(label="Download the grid (PNG, full resolution)",
+                               elem_id="download")
+
+    # Wire them: check the fields before the queue, then stream previews and the grid.
+    @_errors_shown
+    def run_generate(n_: float, sampler_: str, steps_: float, seed_: float,
+                     randomize_: bool, guidance_: float, *values: str) -> Iterator[Any]:
+        for item in session.generate(n_, sampler_, steps_, seed_, randomize=randomize_,
+                                     guidance=guidance_ if conditional else None,
+                                     choices=dict(zip(names, values, strict=True))):
+            if isinstance(item, Preview):
+                yield item.display, gr.skip(), item.info, gr.skip()
+            else:
+                yield item.display, str(item.path), item.info, item.seed
+
+    def check_generate(n_: float, sampler_: str, steps_: float, seed_: float,
+                       randomize_: bool, guidance_: float, *values: str) -> list[Any]:
+        """Runs before the queue: a message beside each wrong field."""
+        bad = session.problems(n_, steps_, sampler_, seed=seed_, randomize=randomize_)
+        keys = ["n", "sampler", "steps", "seed", "randomize", "guidance"]
+        return [gr.validate(k not in bad, bad.get(k, "")) for k in keys] + \
+            [gr.validate(True, "") for _ in values]
+
+    event = go.click(run_generate, [n, sampler, steps, seed, randomize, guidance, *attrs],
+                     [image, download, info, seed], concurrency_id="model",
+                     validator=check_generate)
+    stop.click(None, cancels=[event])
+
+
+def _interpolate_tab(session: Session) -> None:
+    """Interpolate: between two seeds, or (conditional models) along one attribute."""
+    cfg, lim, names = session.model.config, session.limits, _names(session)
+    conditional = bool(names)
+    # Lay out the widgets.
+    with gr.Tab("Interpolate"), gr.Row():
+        with gr.Column(scale=1, min_width=300):
+            modes = ["between seeds", *(["along an attribute"] if conditional else [])]
+            mode = gr.Radio(modes, value=modes[0], label="Interpolate")
+            with gr.Row():
+                seed_a = gr.Number(0, label="Seed A", precision=0)
+                seed_b = gr.Number(1, label="Seed B", precision=0)
+            attribute = gr.Dropdown(names, value=names[0] if names else None,
+                                    label="Attribute to sweep", visible=conditional)
+            frames = gr.Slider(2, lim.max_frames, value=min(8, lim.max_frames), step=1,
+                               label="Frames")
+            sampler = gr.Dropdown(list(SAMPLERS), value=cfg.sample.sampler, label="Sampler")
+            steps = gr.Number(cfg.sample.steps, label=f"Steps (1-{lim.max_steps})",
+                              precision=0)
+            guidance = gr.Slider(0, 10, value=cfg.sample.guidance, step=0.5,
+                                 label="Guidance", visible=conditional)
+            go = gr.Button("Interpolate", variant="primary", elem_id="interpolate")
+        with gr.Column(scale=2):
+            strip = gr.Image(label="Interpolation", type="pil", format="png",
+                             interactive=False, elem_id="interp-image")
+            info = gr.Markdown(elem_id="interp-info")
+            download = gr.File(label="Download the strip (PNG)")
+
+    # Wire them.
+    @_errors_shown
+    def run_interpolate(mode_: str, a: float, b: float, attribute_: str | None,
+                        frames_: float, sampler_: str, steps_: float,
+                        guidance_: float) -> tuple[Any, str, str]:
+        out: Output = session.interpolate(
+            "attribute" if mode_ == "along an attribute" else "seeds", a, b, frames_,
+            sampler=sampler_, steps=steps_, attribute=attribute_,
+            guidance=guidance_ if conditional else None)
+        return out.display, str(out.path), out.info
+
+    go.click(run_interpolate, [mode, seed_a, seed_b, attribute, frames, sampler, steps,
+                               guidance], [strip, download, info], concurrency_id="model")
+
+
+def _edit_tab(session: Session) -> None:
+    """Edit a photo (conditional models): switch attributes, see before | after."""
+    cfg, lim, names = session.model.config, session.limits, _names(session)
+    with gr.Tab("Edit a photo"):
+        if not names:
+            gr.Markdown("This model is unconditional: editing needs a model trained "
+                        "with attributes.")
+            return
+        # Lay out the widgets.
+        with gr.Row():
+            with gr.Column(scale=1, min_width=300):
+                photo = gr.Image(label="Photo of a face", type="filepath",
+                                 sources=["upload", "clipboard"])
+                go = gr.Button("Edit", variant="primary", elem_id="edit")
+                with gr.Accordion("Change (keep / on / off)", open=len(names) <= 12):
+                    changes = _attribute_controls(session, KEEP)
+                method = gr.Radio(["ddim", "sdedit"], value="ddim",
+                                  label="Method (ddim: inversion, keeps identity; "
+                                        "sdedit: re-noise to a strength)")
+                strength = gr.Slider(0.1, 1.0, value=0.6, step=0.05, label="SDEdit strength")
+                steps = gr.Number(EDIT_STEPS, label=f"Steps (1-{lim.max_steps})", precision=0)
+                guidance = gr.Slider(0, 10, value=cfg.sample.guidance, step=0.5,
+                                     label="Guidance")
+            with gr.Column(scale=2):
+                edited = gr.Image(label="Before | after", type="pil", format="png",
+                                  interactive=False)
+                info = gr.Markdown(elem_id="edit-info")
+                download = gr.File(label="Download (PNG)")
+
+        # Wire them.
+        @_errors_shown
+        def run_edit(photo_: str | None, method_: str, strength_: float, steps_: float,
+                     guidance_: float, *values: str) -> tuple[Any, str, str]:
+            out = session.edit(photo_, dict(zip(names, values, strict=True)), method=method_,
+                               steps=steps_, guidance=guidance_, strength=strength_)
+            return out.display, str(out.path), out.info
+
+        go.click(run_edit, [photo, method, strength, steps, guidance, *changes],
+                 [edited, download, info], concurrency_id="model")
+
+
+def launch(session: Session, *, host: str = "127.0.0.1", port: int | None = None,
            share: bool = False, queue_size: int = 16, block: bool = True) -> gr.Blocks:
     """Serve the page. Requests run one at a time on the model (a queue, not a crash)."""
     app = build_app(session)

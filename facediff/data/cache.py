@@ -2,9 +2,10 @@
 
 Key: the source's fingerprint (file list with sizes and times, labels file bytes, split ...)
 plus the transform (size, channels, crops). Files: ``KEY.u8`` (raw uint8 N x H x W x C) and
-``KEY.json`` (shape, CRC-32, kept indices, skipped files), written atomically with the JSON
-last, so an interrupted build leaves no valid entry. A size or CRC mismatch is detected and
-the entry rebuilt. Measured speed-up: see docs/performance.md and bench/cache.py.
+``KEY.json`` (shape, CRC-32, kept indices, skipped files), each written atomically
+(facediff.atomic), the JSON last, so an interrupted build leaves no valid entry. A size or CRC
+mismatch is detected and the entry rebuilt. Measured speed-up: see docs/performance.md and
+bench/cache.py.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facediff import atomic
 from facediff.config import DataConfig
 from facediff.data.records import ImageSet, Records, decode_records
 
@@ -88,24 +90,15 @@ def _load(base: Path, records: Records) -> ImageSet | None:
 
 
 def _save(base: Path, data: ImageSet) -> None:
-    base.parent.mkdir(parents=True, exist_ok=True)
-    tmp = base.with_name(f".{base.name}.{os.getpid()}.tmp")
-    tmp_meta = base.with_name(f".{base.name}.{os.getpid()}.json.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(np.ascontiguousarray(data.images).tobytes())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, base.with_suffix(".u8"))
-        meta = {"version": CACHE_VERSION, "shape": list(data.images.shape),
-                "crc32": _crc(data.images), "kept": data.kept, "skipped": data.skipped,
-                "upscaled": data.upscaled, "sizes": data.source_sizes, "root": data.root,
-                "kind": data.kind}
-        tmp_meta.write_text(json.dumps(meta))
-        os.replace(tmp_meta, base.with_suffix(".json"))
-    finally:  # a full disk must not be left fuller
-        tmp.unlink(missing_ok=True)
-        tmp_meta.unlink(missing_ok=True)
+    """The pixels first, the metadata (with their CRC) last: no valid entry until both are
+    in place."""
+    atomic.write_with(base.with_suffix(".u8"),
+                      lambda f: f.write(np.ascontiguousarray(data.images).tobytes()))
+    meta = {"version": CACHE_VERSION, "shape": list(data.images.shape),
+            "crc32": _crc(data.images), "kept": data.kept, "skipped": data.skipped,
+            "upscaled": data.upscaled, "sizes": data.source_sizes, "root": data.root,
+            "kind": data.kind}
+    atomic.write_text(base.with_suffix(".json"), json.dumps(meta))
 
 
 def load_cached(records: Records, cfg: DataConfig, progress: bool = True) -> ImageSet:

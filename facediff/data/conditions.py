@@ -1,49 +1,22 @@
 """Condition specs: what a dataset's labels mean, so a model knows what it can be asked for.
 
-A spec is an ordered list of conditions. Each is either
-  * binary: an attribute that is off or on (CelebA's ``Smiling``), values ``["0", "1"]``;
-  * categorical: a group with named values (``race``: White, Black, ...; ``digit``: 0..9).
-Labels are an int16 array of shape (N, len(spec)): the value's index, or -1 when unknown.
+A spec is an ordered list of conditions (facediff.config.Condition: binary or categorical).
+Labels are an int16 array of shape (N, len(spec)): the value's index, or ``UNSPECIFIED`` (-1)
+where the value is unknown or not asked for. A model sees an unspecified condition as its
+own state, so any subset of conditions can be fixed at sampling.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 
+from facediff.config import BINARY_VALUES, Condition
 from facediff.errors import DataError
 
-MISSING = -1
-BINARY_VALUES = ["0", "1"]
-
-
-@dataclass
-class Condition:
-    name: str
-    kind: Literal["binary", "categorical"] = "binary"
-    values: list[str] = field(default_factory=lambda: list(BINARY_VALUES))
-
-    def index_of(self, value: str) -> int:
-        """The index of a value given by name (or, for binary, 0/1/true/false/yes/no/-1/+1)."""
-        v = str(value).strip()
-        if self.kind == "binary":
-            key = v.lower()
-            if key in ("1", "+1", "true", "yes", "on", "y", "t"):
-                return 1
-            if key in ("0", "-1", "false", "no", "off", "n", "f"):
-                return 0
-        elif v in self.values:
-            return self.values.index(v)
-        else:
-            lowered = [x.lower() for x in self.values]
-            if v.lower() in lowered:
-                return lowered.index(v.lower())
-        raise DataError(
-            f"invalid value {value!r} for {self.name}; valid: {', '.join(self.values)}"
-        )
+UNSPECIFIED = -1  # a label's value index when the value is unknown or not requested
 
 
 @dataclass
@@ -91,10 +64,10 @@ def label_stats(spec: ConditionSpec, labels: np.ndarray) -> list[dict]:
     out = []
     for j, c in enumerate(spec.conditions):
         col = labels[:, j]
-        known = col[col != MISSING]
+        known = col[col != UNSPECIFIED]
         counts = {v: int((known == i).sum()) for i, v in enumerate(c.values)}
         row = {"name": c.name, "kind": c.kind, "counts": counts,
-               "unknown": int((col == MISSING).sum())}
+               "unknown": int((col == UNSPECIFIED).sum())}
         if c.kind == "binary":
             row["positive_rate"] = float(counts["1"] / len(known)) if len(known) else None
         out.append(row)
@@ -115,21 +88,22 @@ def format_stats(stats: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def spec_from_entries(entries: Sequence[object]) -> ConditionSpec:
-    """A spec from a config's ``conditions`` list (objects with name, kind, values)."""
-    return ConditionSpec([Condition(e.name, e.kind, list(e.values))  # type: ignore[attr-defined]
-                          for e in entries])
+def spec_from_conditions(conditions: Sequence[Condition]) -> ConditionSpec:
+    """A spec from a config's ``conditions`` list (copies, so the spec never edits the
+    config)."""
+    return ConditionSpec([Condition(c.name, c.kind, list(c.values)) for c in conditions])
 
 
 def parse_requests(spec: ConditionSpec, requests: Sequence[str]) -> list[int]:
-    """``["Smiling=1", "race=Asian"]`` -> one value index per condition, -1 = unspecified.
+    """``["Smiling=1", "race=Asian"]`` -> one value index per condition (UNSPECIFIED where
+    not requested).
 
     An unknown attribute or value is an error that lists the valid ones.
     """
     if requests and not len(spec):
         raise DataError("this model is unconditional: it was trained without conditions, "
                         "so --attr cannot be used")
-    out = [MISSING] * len(spec)
+    out = [UNSPECIFIED] * len(spec)
     for req in requests:
         if "=" not in req:
             raise DataError(f"--attr {req!r} must look like NAME=VALUE (e.g. Smiling=1)")
@@ -137,7 +111,7 @@ def parse_requests(spec: ConditionSpec, requests: Sequence[str]) -> list[int]:
         cond = spec.get(name)
         j = spec.conditions.index(cond)
         if value.lower() in ("any", "?", ""):
-            out[j] = MISSING
+            out[j] = UNSPECIFIED
             continue
         out[j] = cond.index_of(value)
     return out

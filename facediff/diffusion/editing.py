@@ -19,21 +19,26 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from diffusers import DDIMInverseScheduler, DDIMScheduler
 from PIL import Image
 
 from facediff.data.transforms import image_to_array, model_to_uint8, uint8_to_model
-from facediff.diffusion.objectives import schedule_kwargs
+from facediff.diffusion.samplers import SamplingSettings
 from facediff.diffusion.sampling import (
     generators_for,
     guided_denoiser,
     initial_noise,
+    make_scheduler,
     sample_loop,
 )
 from facediff.errors import FacediffError
 
 if TYPE_CHECKING:
     from facediff.api import FaceModel
+
+EDIT_STEPS = 50  # DDIM steps of an edit unless the settings say otherwise
+# editing runs the deterministic DDIM path without clipping x_0: an inversion must be able to
+# reach the photo's own x_T, clipped or not
+_EDIT_DDIM = {"clip_sample": False}
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -46,14 +51,6 @@ def slerp(a: torch.Tensor, b: torch.Tensor, alpha: float) -> torch.Tensor:
     s = torch.sin(theta)
     wa, wb = torch.sin((1 - alpha) * theta) / s, torch.sin(alpha * theta) / s
     return (wa * a.double() + wb * b.double()).to(a.dtype)
-
-
-def _ddim_kwargs(model: FaceModel) -> dict:
-    kw = {**schedule_kwargs(model.config.diffusion),
-          "timestep_spacing": "trailing", "clip_sample": False}
-    if kw.pop("rescale_betas_zero_snr"):
-        kw["rescale_betas_zero_snr"] = True
-    return kw
 
 
 def _noise_shape(model: FaceModel) -> tuple[int, int, int]:
@@ -76,68 +73,76 @@ def load_photo(path: str | Path, model: FaceModel) -> torch.Tensor:
 
 
 @torch.no_grad()
-def ddim_invert(model: FaceModel, x0: torch.Tensor, cond: torch.Tensor | None,
-                steps: int = 50) -> torch.Tensor:
+def ddim_invert(model: FaceModel, x0: torch.Tensor, cond: torch.Tensor | None, *,
+                steps: int = EDIT_STEPS) -> torch.Tensor:
     """x_0 -> x_T along the deterministic DDIM path, conditioned on ``cond`` (no guidance)."""
-    net = model.net
-    sched = DDIMInverseScheduler(**_ddim_kwargs(model))
-    sched.set_timesteps(steps)
-    den = guided_denoiser(net, cond, 1.0)
-    x = x0.to(next(net.parameters()).device)
+    sched = make_scheduler("ddim", model.config.diffusion, steps, inverse=True, **_EDIT_DDIM)
+    den = guided_denoiser(model.net, cond, 1.0)
+    x = x0.to(model.device)
     for t in sched.timesteps:
         x = sched.step(den(x, t), t, x).prev_sample
     return x
 
 
 @torch.no_grad()
-def ddim_generate(model: FaceModel, xT: torch.Tensor, cond: torch.Tensor | None,
-                  steps: int = 50, guidance: float = 1.0,
+def ddim_generate(model: FaceModel, xT: torch.Tensor, cond: torch.Tensor | None, *,
+                  steps: int = EDIT_STEPS, guidance: float = 1.0, guidance_rescale: float = 0.0,
                   start: int | None = None) -> torch.Tensor:
     """Deterministic DDIM from ``xT`` (or, with ``start``, from an x_t at that timestep)."""
-    net = model.net
-    sched = DDIMScheduler(**_ddim_kwargs(model), set_alpha_to_one=True)
-    sched.set_timesteps(steps)
+    sched = make_scheduler("ddim", model.config.diffusion, steps, **_EDIT_DDIM)
     if start is not None:
         sched.timesteps = sched.timesteps[sched.timesteps <= start]
-    den = guided_denoiser(net, cond, guidance)
+    den = guided_denoiser(model.net, cond, guidance, guidance_rescale)
     gens = generators_for(0, 0, xT.shape[0])
     return sample_loop(den, sched, xT, gens)
 
 
+def edit_settings(model: FaceModel, settings: SamplingSettings | None = None) -> SamplingSettings:
+    """The settings an edit runs with: deterministic DDIM (eta 0), ``EDIT_STEPS`` steps unless
+    ``settings`` give others, the rest from the model's defaults."""
+    base = settings if settings is not None else SamplingSettings(steps=EDIT_STEPS)
+    return model.settings(base, sampler="ddim", eta=0.0)
+
+
 def edit_photo(
     model: FaceModel, photo: torch.Tensor, src_labels: torch.Tensor, dst_labels: torch.Tensor,
-    method: str = "ddim", steps: int = 50, guidance: float = 3.0, strength: float = 0.6,
-    seed: int = 0,
+    *, method: str = "ddim", strength: float = 0.6, settings: SamplingSettings | None = None,
 ) -> torch.Tensor:
-    """Edit a (1, C, H, W) photo from ``src_labels`` to ``dst_labels``; returns uint8 HWC."""
+    """Edit a (1, C, H, W) photo from ``src_labels`` to ``dst_labels``; returns uint8 HWC.
+
+    ``settings``: steps, guidance, guidance rescale and (SDEdit's noise) seed; see
+    ``edit_settings``.
+    """
+    s = edit_settings(model, settings)
     src = model.cond(src_labels)
     dst = model.cond(dst_labels)
     if method == "ddim":
-        xT = ddim_invert(model, photo, src, steps)
-        out = ddim_generate(model, xT, dst, steps, guidance)
+        xT = ddim_invert(model, photo, src, steps=s.steps)
+        out = ddim_generate(model, xT, dst, steps=s.steps, guidance=s.guidance,
+                            guidance_rescale=s.guidance_rescale)
     elif method == "sdedit":
         if not 0.0 < strength <= 1.0:
             raise FacediffError(f"--strength must be in (0, 1], got {strength}")
-        sched = DDIMScheduler(**_ddim_kwargs(model), set_alpha_to_one=True)
-        sched.set_timesteps(steps)
+        sched = make_scheduler("ddim", model.config.diffusion, s.steps, **_EDIT_DDIM)
         total = model.config.diffusion.num_train_timesteps
         t_max = int(strength * (total - 1))
         kept = sched.timesteps[sched.timesteps <= t_max]
         if len(kept) == 0:
-            raise FacediffError(f"--strength {strength} is below the first of {steps} steps")
+            raise FacediffError(f"--strength {strength} is below the first of {s.steps} steps")
         start = int(kept[0])
-        gen = generators_for(seed, 0, 1)
+        gen = generators_for(s.seed, 0, 1)
         noise = initial_noise(gen, _noise_shape(model), photo.device)
         xt = sched.add_noise(photo, noise, torch.tensor([start]))
-        out = ddim_generate(model, xt, dst, steps, guidance, start=start)
+        out = ddim_generate(model, xt, dst, steps=s.steps, guidance=s.guidance,
+                            guidance_rescale=s.guidance_rescale, start=start)
     else:
         raise FacediffError(f"unknown edit method {method!r}; choose ddim or sdedit")
     return model_to_uint8(out)[0].cpu()
 
 
 def interpolate_seeds(
-    model: FaceModel, seed_a: int, seed_b: int, frames: int, steps: int | None = None,
-    sampler: str | None = None, attrs: Sequence[str] = (), guidance: float | None = None,
+    model: FaceModel, seed_a: int, seed_b: int, frames: int, *,
+    settings: SamplingSettings | None = None, attrs: Sequence[str] = (),
 ) -> torch.Tensor:
     """``frames`` images from seed_a's noise to seed_b's (slerp); uint8 NHWC."""
     if frames < 2:
@@ -146,22 +151,21 @@ def interpolate_seeds(
     a = initial_noise(generators_for(seed_a, 0, 1), shape, torch.device("cpu"))[0]
     b = initial_noise(generators_for(seed_b, 0, 1), shape, torch.device("cpu"))[0]
     noise = torch.stack([slerp(a, b, i / (frames - 1)) for i in range(frames)])
-    return model.sample_tensor(
-        frames, steps, sampler, seed=seed_a, batch_size=frames, attrs=attrs,
-        guidance=guidance, noise=noise)
+    return model.sample_tensor(frames, settings=settings, seed=seed_a, batch_size=frames,
+                               attrs=attrs, noise=noise)
 
 
 def interpolate_attribute(
-    model: FaceModel, name: str, frames: int, seed: int = 0, rows: int = 1,
-    value_from: str | None = None, value_to: str | None = None,
-    steps: int | None = None, sampler: str | None = None, attrs: Sequence[str] = (),
-    guidance: float | None = None,
+    model: FaceModel, name: str, frames: int, *, rows: int = 1, value_from: str | None = None,
+    value_to: str | None = None, attrs: Sequence[str] = (),
+    settings: SamplingSettings | None = None,
 ) -> torch.Tensor:
-    """Per seed (``rows`` seeds from ``seed``), ``frames`` images with fixed noise while the
-    attribute's condition is blended from ``value_from`` (default off / the first value) to
-    ``value_to`` (default on / the last); uint8 (rows * frames) HWC, row-major."""
+    """Per seed (``rows`` seeds from the settings' seed), ``frames`` images with fixed noise
+    while the attribute's condition is blended from ``value_from`` (default off / the first
+    value) to ``value_to`` (default on / the last); uint8 (rows * frames) HWC, row-major."""
     if frames < 2:
         raise FacediffError(f"--frames must be at least 2, got {frames}")
+    s = model.settings(settings)
     spec = model.spec
     cond = spec.get(name)
     base = [a for a in attrs if a.split("=")[0].strip().lower() != cond.name.lower()]
@@ -174,8 +178,8 @@ def interpolate_attribute(
     shape = _noise_shape(model)
     out = []
     for r in range(rows):
-        x = initial_noise(generators_for(seed + r, 0, 1), shape, torch.device("cpu"))
+        x = initial_noise(generators_for(s.seed + r, 0, 1), shape, torch.device("cpu"))
         out.append(model.sample_tensor(
-            frames, steps, sampler, seed=seed + r, batch_size=frames, cond=soft,
-            guidance=guidance, noise=x.expand(frames, *shape).clone()))
+            frames, settings=s, seed=s.seed + r, batch_size=frames, cond=soft,
+            noise=x.expand(frames, *shape).clone()))
     return torch.cat(out)

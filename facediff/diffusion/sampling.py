@@ -1,54 +1,29 @@
 """Samplers and the one sampling loop every command uses.
 
-Samplers are diffusers schedulers configured from the model's training schedule, all with
-"trailing" timestep spacing so the first step is t = T-1 (the pure-noise end that was trained)
-whatever the step count. Randomness comes from one generator per image, seeded with
-``seed + index``: the same seed gives the same images at any batch size.
+Samplers are diffusers schedulers (the registry: facediff.diffusion.samplers) configured from
+the model's training schedule, all with "trailing" timestep spacing so the first step is
+t = T-1 (the pure-noise end that was trained) whatever the step count. Randomness comes from
+one generator per image, seeded with ``seed + index``: the same seed gives the same images at
+any batch size.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
+import diffusers
 import torch
-from diffusers import (
-    DDIMScheduler,
-    DDPMScheduler,
-    DPMSolverMultistepScheduler,
-    EulerDiscreteScheduler,
-    HeunDiscreteScheduler,
-    UniPCMultistepScheduler,
-)
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-from facediff.config import DiffusionConfig
+from facediff.config import DiffusionConfig, SampleConfig
 from facediff.diffusion.objectives import predicted_x0, schedule_kwargs
-from facediff.errors import FacediffError
+from facediff.diffusion.samplers import SAMPLERS, SamplingSettings, unknown_sampler
+from facediff.errors import ConfigError, FacediffError
 
-
-@dataclass(frozen=True)
-class SamplerSpec:
-    cls: type
-    kwargs: dict[str, Any]
-    description: str
-
-
-SAMPLERS: dict[str, SamplerSpec] = {
-    "ddpm": SamplerSpec(DDPMScheduler, {"clip_sample": True}, "DDPM ancestral (Ho et al.)"),
-    "ddim": SamplerSpec(DDIMScheduler, {"clip_sample": True, "set_alpha_to_one": True},
-                        "DDIM, eta 0 deterministic .. 1 ancestral"),
-    "dpmpp": SamplerSpec(DPMSolverMultistepScheduler,
-                         {"algorithm_type": "dpmsolver++", "solver_order": 2},
-                         "DPM-Solver++ 2M"),
-    "unipc": SamplerSpec(UniPCMultistepScheduler, {"solver_order": 2}, "UniPC (bh2)"),
-    "euler": SamplerSpec(EulerDiscreteScheduler, {}, "Euler (Karras et al. ODE)"),
-    "heun": SamplerSpec(HeunDiscreteScheduler, {}, "Heun 2nd order (2 evaluations/step)"),
-}
-
-# denoiser(x_t (scaled model input), t) -> the network's prediction
+# denoiser(x_t (scaled model input), t) -> the network's prediction: a network (facediff.model)
+# with its condition and guidance applied, as the sampling loop calls it
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # callback(step_index, total_steps, t, x_t, x0): after each network evaluation, the state x_t
 # as the network saw it (variance-preserving scale, whatever the sampler) and the network's
@@ -56,10 +31,15 @@ Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Callback = Callable[[int, int, torch.Tensor, torch.Tensor, torch.Tensor], None]
 
 
-def make_scheduler(name: str, diffusion: DiffusionConfig, steps: int) -> SchedulerMixin:
-    """A diffusers scheduler for sampler ``name`` with ``steps`` steps set."""
+def make_scheduler(name: str, diffusion: DiffusionConfig, steps: int, *, inverse: bool = False,
+                   **overrides: Any) -> SchedulerMixin:
+    """A diffusers scheduler for sampler ``name`` with ``steps`` steps set.
+
+    ``inverse``: the sampler's inverse (DDIM inversion: x_0 -> x_T); ``overrides``: scheduler
+    arguments that replace the registry's (editing turns ``clip_sample`` off).
+    """
     if name not in SAMPLERS:
-        raise FacediffError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}")
+        raise FacediffError(unknown_sampler(name))
     if steps < 1:
         raise FacediffError(f"steps must be at least 1, got {steps}")
     if steps > diffusion.num_train_timesteps:
@@ -67,12 +47,16 @@ def make_scheduler(name: str, diffusion: DiffusionConfig, steps: int) -> Schedul
             f"steps must be at most the {diffusion.num_train_timesteps} training timesteps"
         )
     spec = SAMPLERS[name]
-    kwargs = {**schedule_kwargs(diffusion), "timestep_spacing": "trailing", **spec.kwargs}
-    allowed = inspect.signature(spec.cls.__init__).parameters
+    if inverse and spec.inverse is None:
+        raise FacediffError(f"sampler {name!r} has no inverse (DDIM inversion needs ddim)")
+    cls = getattr(diffusers, spec.inverse if inverse else spec.scheduler)
+    kwargs = {**schedule_kwargs(diffusion), "timestep_spacing": "trailing", **spec.kwargs,
+              **overrides}
+    allowed = inspect.signature(cls.__init__).parameters
     if diffusion.rescale_zero_snr and "rescale_betas_zero_snr" not in allowed:
         raise FacediffError(f"sampler {name!r} does not support diffusion.rescale_zero_snr")
     try:
-        sched = spec.cls(**{k: v for k, v in kwargs.items() if k in allowed})
+        sched = cls(**{k: v for k, v in kwargs.items() if k in allowed})
         sched.set_timesteps(steps)
     except (NotImplementedError, ValueError) as e:
         raise FacediffError(
@@ -80,6 +64,17 @@ def make_scheduler(name: str, diffusion: DiffusionConfig, steps: int) -> Schedul
             f"({diffusion.beta_schedule}, {diffusion.prediction}): {e}"
         ) from e
     return sched
+
+
+def check_sampling(sample: SampleConfig, diffusion: DiffusionConfig) -> None:
+    """The config's default sampler (the one training's progress grids use) must work with
+    its schedule: a ConfigError before training starts, not hours into it."""
+    try:
+        make_scheduler(sample.sampler, diffusion, sample.steps)
+    except ConfigError:
+        raise
+    except FacediffError as e:
+        raise ConfigError(f"sample: {e}") from e
 
 
 def initial_noise(
@@ -99,6 +94,7 @@ def sample_loop(
     scheduler: SchedulerMixin,
     x: torch.Tensor,
     generators: Sequence[torch.Generator],
+    *,
     eta: float = 0.0,
     callback: Callback | None = None,
 ) -> torch.Tensor:
@@ -169,37 +165,36 @@ def generate(
     net: torch.nn.Module,
     diffusion: DiffusionConfig,
     n: int,
-    sampler: str = "dpmpp",
-    steps: int = 25,
-    seed: int = 0,
-    batch_size: int = 16,
-    eta: float = 0.0,
-    progress: bool = False,
-    callback: Callback | None = None,
+    settings: SamplingSettings,
+    *,
     cond: torch.Tensor | None = None,
-    guidance: float = 1.0,
-    guidance_rescale: float = 0.0,
     noise: torch.Tensor | None = None,
+    callback: Callback | None = None,
+    progress: bool = False,
 ) -> torch.Tensor:
-    """Sample ``n`` images with the denoiser ``net``; returns uint8 NHWC on the CPU.
+    """Sample ``n`` images with the network ``net``; returns uint8 NHWC on the CPU.
 
+    ``settings`` must be resolved (``FaceModel.settings`` or ``SamplingSettings.resolve``).
     ``cond``: soft one-hot conditions, one row for all images or one per image (see
     facediff.model.conditioning); ``noise``: the initial x_T per image (default: drawn from
     seed + index). Image ``i`` depends only on (seed + i, sampler, steps, its condition), not
-    on ``batch_size``.
+    on the batch size.
     """
     from tqdm.auto import tqdm
 
     from facediff.data.transforms import model_to_uint8
 
+    if not settings.resolved:
+        raise ValueError(f"unresolved sampling settings {settings}: resolve them against the "
+                         "model's config.sample first")
+    s = settings
     if n < 1:
         raise FacediffError(f"n must be at least 1, got {n}")
-    if batch_size < 1:
-        raise FacediffError(f"batch size must be at least 1, got {batch_size}")
-    make_scheduler(sampler, diffusion, steps)  # validate before any work
+    if s.batch_size < 1:
+        raise FacediffError(f"batch size must be at least 1, got {s.batch_size}")
+    make_scheduler(s.sampler, diffusion, s.steps)  # validate before any work
     device = next(net.parameters()).device
-    cfg_model = net.config
-    shape = (cfg_model.in_channels, cfg_model.sample_size, cfg_model.sample_size)
+    shape = (net.config.in_channels, net.config.sample_size, net.config.sample_size)
     if cond is not None:
         cond = cond.to(device).float()
         cond = cond.expand(n, -1) if cond.ndim == 1 or cond.shape[0] == 1 else cond
@@ -209,19 +204,19 @@ def generate(
     out = []
     was_training = net.training
     net.eval()
-    bar = tqdm(total=n, desc=f"sampling ({sampler}, {steps} steps)", unit="img",
+    bar = tqdm(total=n, desc=f"sampling ({s.sampler}, {s.steps} steps)", unit="img",
                disable=not progress)
     try:
         with torch.inference_mode():
-            for start in range(0, n, batch_size):
-                m = min(batch_size, n - start)
-                gens = generators_for(seed, start, m)
+            for start in range(0, n, s.batch_size):
+                m = min(s.batch_size, n - start)
+                gens = generators_for(s.seed, start, m)
                 x = initial_noise(gens, shape, device) if noise is None else \
                     noise[start:start + m].to(device)
                 part = None if cond is None else cond[start:start + m]
-                den = guided_denoiser(net, part, guidance, guidance_rescale)
-                sched = make_scheduler(sampler, diffusion, steps)
-                x = sample_loop(den, sched, x, gens, eta=eta, callback=callback)
+                den = guided_denoiser(net, part, s.guidance, s.guidance_rescale)
+                sched = make_scheduler(s.sampler, diffusion, s.steps)
+                x = sample_loop(den, sched, x, gens, eta=s.eta, callback=callback)
                 out.append(model_to_uint8(x).cpu())
                 bar.update(m)
     finally:

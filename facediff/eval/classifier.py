@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from facediff.data.conditions import ConditionSpec
+from facediff.data.conditions import UNSPECIFIED, ConditionSpec
 from facediff.data.transforms import uint8_to_model
 
 
@@ -48,7 +48,7 @@ class AttributeClassifier(nn.Module):
         total = x.new_zeros(())
         for j, logits in enumerate(self(x)):
             y = labels[:, j]
-            known = y >= 0
+            known = y != UNSPECIFIED
             if known.any():
                 total = total + F.cross_entropy(logits[known], y[known])
         return total / len(self.sizes)
@@ -81,10 +81,10 @@ class TrainedClassifier:
 def balanced_accuracy(truth: np.ndarray, judged: np.ndarray) -> float:
     """Mean over the values present in ``truth`` of the share of ``judged`` that agrees.
 
-    Entries where either side is unknown (-1) are left out; NaN when none is left. Always
+    Entries where either side is UNSPECIFIED are left out; NaN when none is left. Always
     guessing the common value scores 1/(number of values present), not its frequency.
     """
-    ok = (truth >= 0) & (judged >= 0)
+    ok = (truth != UNSPECIFIED) & (judged != UNSPECIFIED)
     per_value = [float((judged[ok & (truth == v)] == v).mean()) for v in np.unique(truth[ok])]
     return float(np.mean(per_value)) if per_value else float("nan")
 
@@ -99,7 +99,7 @@ def score_classifier(model: AttributeClassifier, spec: ConditionSpec, images: np
     pred = model.predict(torch.from_numpy(np.array(images))).numpy()
     out: dict[str, dict[str, float]] = {"accuracy": {}, "balanced": {}, "majority": {}}
     for j, c in enumerate(spec.conditions):
-        known = labels[:, j] >= 0
+        known = labels[:, j] != UNSPECIFIED
         if not known.any():
             for table in out.values():
                 table[c.name] = float("nan")
@@ -112,7 +112,7 @@ def score_classifier(model: AttributeClassifier, spec: ConditionSpec, images: np
 
 
 def train_classifier(
-    images: np.ndarray, labels: np.ndarray, spec: ConditionSpec, val_images: np.ndarray,
+    images: np.ndarray, labels: np.ndarray, spec: ConditionSpec, *, val_images: np.ndarray,
     val_labels: np.ndarray, epochs: int = 15, batch: int = 128, lr: float = 2e-3,
     seed: int = 0, progress: bool = True,
 ) -> TrainedClassifier:

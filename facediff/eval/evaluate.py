@@ -16,15 +16,21 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from facediff.data.conditions import MISSING, ConditionSpec
+from facediff.data.conditions import UNSPECIFIED, ConditionSpec
+from facediff.diffusion.samplers import SamplingSettings
 from facediff.errors import FacediffError
 from facediff.eval.features import FeatureExtractor
 from facediff.eval.metrics import Scores, score
 from facediff.eval.reference import Reference
+
+if TYPE_CHECKING:
+    from facediff.api import FaceModel
+    from facediff.eval.classifier import TrainedClassifier
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +40,13 @@ def map_labels(target: ConditionSpec, source: ConditionSpec, labels: np.ndarray)
 
     Conditions or values that ``source`` lacks become unspecified (-1).
     """
-    out = np.full((len(labels), len(target)), MISSING, dtype=np.int64)
+    out = np.full((len(labels), len(target)), UNSPECIFIED, dtype=np.int64)
     by_name = {c.name.lower(): (j, c) for j, c in enumerate(source.conditions)}
     for i, c in enumerate(target.conditions):
         if c.name.lower() not in by_name:
             continue
         j, sc = by_name[c.name.lower()]
-        lut = np.full(len(sc.values) + 1, MISSING, dtype=np.int64)  # last slot: -1 stays -1
+        lut = np.full(len(sc.values) + 1, UNSPECIFIED, dtype=np.int64)  # last slot: -1 stays -1
         for vi, v in enumerate(sc.values):
             if v in c.values:
                 lut[vi] = c.values.index(v)
@@ -78,7 +84,7 @@ class Result:
         return row
 
 
-def condition_rows(model_spec: ConditionSpec, ref: Reference | None, n: int, seed: int,
+def condition_rows(model_spec: ConditionSpec, ref: Reference | None, n: int, *, seed: int,
                    mode: str) -> np.ndarray | None:
     """The condition rows to sample a conditional model with (None: unconditional)."""
     if not len(model_spec) or mode == "none":
@@ -89,7 +95,7 @@ def condition_rows(model_spec: ConditionSpec, ref: Reference | None, n: int, see
         raise FacediffError("the reference has no labels to draw conditions from: pass --ref "
                             "a labelled dataset, or --cond none to sample unconditionally")
     rows = map_labels(model_spec, ref.spec, ref.labels)
-    if (rows == MISSING).all():
+    if (rows == UNSPECIFIED).all():
         raise FacediffError(f"the reference's labels share no condition with the model's "
                             f"({', '.join(model_spec.names)}); use --cond none")
     pick = np.random.default_rng(seed).integers(0, len(rows), n)
@@ -97,25 +103,26 @@ def condition_rows(model_spec: ConditionSpec, ref: Reference | None, n: int, see
 
 
 def sample_features(
-    model: object, extractor: FeatureExtractor, n: int, sampler: str, steps: int,
-    seed: int = 0, guidance: float | None = None, rows: np.ndarray | None = None,
-    batch_size: int = 64, classifier: object | None = None, save_dir: Path | None = None,
-    progress: bool = True,
+    model: FaceModel, extractor: FeatureExtractor, n: int, *, settings: SamplingSettings,
+    rows: np.ndarray | None = None, classifier: TrainedClassifier | None = None,
+    save_dir: Path | None = None, progress: bool = True,
 ) -> SampleRun:
-    """Sample ``n`` images from a FaceModel and keep their features (and verdicts)."""
+    """Sample ``n`` images from a FaceModel with resolved ``settings`` (in batches of its
+    batch size) and keep their features (and the classifier's verdicts)."""
     from tqdm.auto import tqdm
 
     from facediff.data.transforms import array_to_image
 
+    s, batch_size = settings, settings.batch_size
     clf_cols = None
     if classifier is not None and rows is not None:
-        clf_spec = classifier.spec  # type: ignore[attr-defined]
+        clf_spec = classifier.spec
         names = [c.name.lower() for c in clf_spec.conditions]
-        clf_cols = [names.index(c.name.lower()) if c.name.lower() in names else -1
-                    for c in model.spec.conditions]  # type: ignore[attr-defined]
+        clf_cols = [names.index(c.name.lower()) if c.name.lower() in names else None
+                    for c in model.spec.conditions]  # None: the classifier cannot judge it
     calls = batch_start = batch_calls = 0
     batches = -(-n // batch_size)
-    bar = tqdm(total=n, desc=f"sampling {sampler} {steps} steps", unit="img",
+    bar = tqdm(total=n, desc=f"sampling {s.sampler} {s.steps} steps", unit="img",
                disable=not progress, leave=False)
     shown = time.perf_counter()
 
@@ -127,7 +134,7 @@ def sample_features(
             bar.set_postfix_str(f"batch {batch_start // batch_size + 1}/{batches}: "
                                 f"{calls - batch_calls} network calls")
 
-    hook = model.net.register_forward_hook(count)  # type: ignore[attr-defined]
+    hook = model.net.register_forward_hook(count)
     feats, preds = [], []
     t0 = time.perf_counter()
     try:
@@ -136,14 +143,13 @@ def sample_features(
             m = min(batch_size, n - start)
             cond = None
             if rows is not None:
-                cond = model.cond(torch.from_numpy(rows[start:start + m]))  # type: ignore
-            imgs = model.sample_tensor(  # type: ignore[attr-defined]
-                m, steps, sampler, seed=seed + start, batch_size=m, guidance=guidance,
-                cond=cond)
+                cond = model.cond(torch.from_numpy(rows[start:start + m]))
+            imgs = model.sample_tensor(m, settings=s, seed=s.seed + start, batch_size=m,
+                                       cond=cond)
             feats.append(extractor(imgs).float().numpy())
             if clf_cols is not None:
-                p = classifier.model.predict(imgs).numpy()  # type: ignore[attr-defined]
-                preds.append(np.stack([p[:, j] if j >= 0 else np.full(m, MISSING)
+                p = classifier.model.predict(imgs).numpy()
+                preds.append(np.stack([p[:, j] if j is not None else np.full(m, UNSPECIFIED)
                                        for j in clf_cols], axis=1))
             if save_dir is not None:
                 save_dir.mkdir(parents=True, exist_ok=True)
@@ -175,22 +181,22 @@ def control_accuracy(spec: ConditionSpec, run: SampleRun) -> dict[str, float]:
 
 
 def evaluate_model(
-    model: object, ref: Reference, extractor: FeatureExtractor, n: int, sampler: str,
-    steps: int, seed: int = 0, guidance: float | None = None, cond: str = "ref",
-    batch_size: int = 64, classifier: object | None = None, save_dir: Path | None = None,
+    model: FaceModel, ref: Reference, extractor: FeatureExtractor, n: int, *,
+    settings: SamplingSettings | None = None, cond: str = "ref",
+    classifier: TrainedClassifier | None = None, save_dir: Path | None = None,
     progress: bool = True,
 ) -> Result:
     """Sample ``n`` images and score them against the reference features."""
     t0 = time.perf_counter()
-    spec: ConditionSpec = model.spec  # type: ignore[attr-defined]
-    rows = condition_rows(spec, ref, n, seed, cond)
-    g = model.config.sample.guidance if guidance is None else guidance  # type: ignore
-    run = sample_features(model, extractor, n, sampler, steps, seed, g, rows, batch_size,
-                          classifier, save_dir, progress)
-    settings: dict[str, object] = {"sampler": sampler, "steps": steps,
-                                   "nfe": round(run.nfe, 2), "cond": cond if len(spec) else "-",
-                                   "guidance": g if rows is not None else "-"}
-    return Result(score(ref.features, run.features), settings,
+    s = model.settings(settings)
+    spec = model.spec
+    rows = condition_rows(spec, ref, n, seed=s.seed, mode=cond)
+    run = sample_features(model, extractor, n, settings=s, rows=rows, classifier=classifier,
+                          save_dir=save_dir, progress=progress)
+    settings_row: dict[str, object] = {
+        "sampler": s.sampler, "steps": s.steps, "nfe": round(run.nfe, 2),
+        "cond": cond if len(spec) else "-", "guidance": s.guidance if rows is not None else "-"}
+    return Result(score(ref.features, run.features), settings_row,
                   control_accuracy(spec, run), time.perf_counter() - t0)
 
 

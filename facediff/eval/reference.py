@@ -12,12 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from facediff import atomic
 from facediff.config import DataConfig
 from facediff.data.conditions import ConditionSpec
 from facediff.eval.features import FeatureExtractor, extract_features
@@ -43,19 +43,6 @@ class Reference:
 
 def _order(n: int) -> np.ndarray:
     return np.random.default_rng(0).permutation(n)
-
-
-def _atomic_save(path: Path, arr: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.save(f, arr)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _load_prefix(path: Path, dim: int) -> np.ndarray:
@@ -103,7 +90,7 @@ def reference_features(cfg: DataConfig, extractor: FeatureExtractor, n: int | No
         have = np.concatenate([have, new])
         if cfg.cache:
             try:
-                _atomic_save(path, have)
+                atomic.write_with(path, lambda f, arr=have: np.save(f, arr))
             except OSError as e:
                 log.warning("could not cache reference features in %s: %s", path.parent, e)
     log.info("reference features %s (%d cached)", path, len(have))

@@ -1,4 +1,6 @@
-from facediff.model.conditioning import ConditionEmbedding, Denoiser
-from facediff.model.unet import build_model, build_unet, count_parameters
+"""The network: diffusers' U-Net with an optional condition embedding."""
 
-__all__ = ["ConditionEmbedding", "Denoiser", "build_model", "build_unet", "count_parameters"]
+from facediff.model.conditioning import ConditionEmbedding, Network
+from facediff.model.unet import build_net, build_unet, count_parameters
+
+__all__ = ["ConditionEmbedding", "Network", "build_net", "build_unet", "count_parameters"]

@@ -17,7 +17,7 @@ import torch
 from diffusers import UNet2DModel
 from torch import nn
 
-UNSPECIFIED = -1
+from facediff.data.conditions import UNSPECIFIED
 
 
 class ConditionEmbedding(nn.Module):
@@ -33,11 +33,11 @@ class ConditionEmbedding(nn.Module):
         nn.init.normal_(self.proj.weight, std=0.02)
 
     def one_hot(self, labels: torch.Tensor) -> torch.Tensor:
-        """(B, K) value indices, -1 = unspecified -> (B, total) concatenated one-hots."""
+        """(B, K) value indices (UNSPECIFIED allowed) -> (B, total) concatenated one-hots."""
         if labels.shape[-1] != len(self.sizes):
             raise ValueError(f"expected {len(self.sizes)} conditions, got {labels.shape[-1]}")
         sizes = torch.tensor(self.sizes, device=labels.device)
-        idx = torch.where(labels < 0, sizes, labels.long())  # unspecified: the last slot
+        idx = torch.where(labels == UNSPECIFIED, sizes, labels.long())  # the last slot
         out = torch.zeros(labels.shape[0], self.total, device=labels.device)
         out.scatter_(1, idx + self.offsets.to(labels.device), 1.0)
         return out
@@ -46,8 +46,10 @@ class ConditionEmbedding(nn.Module):
         return self.proj(soft.to(self.proj.weight.dtype))
 
 
-class Denoiser(nn.Module):
-    """The U-Net plus (for conditional models) its condition embedding."""
+class Network(nn.Module):
+    """The network a model trains and samples (``net``): diffusers' U-Net (``.unet``) plus,
+    for conditional models, its condition embedding (``.cond``). Called as
+    ``net(x_t, t, labels=None, soft=None).sample`` -> the prediction (eps, v or x0)."""
 
     def __init__(self, unet: UNet2DModel, cond: ConditionEmbedding | None = None) -> None:
         super().__init__()

@@ -1,4 +1,5 @@
-"""The denoiser: diffusers' UNet2DModel built from a ModelConfig."""
+"""The network: diffusers' UNet2DModel built from a ModelConfig, with the condition embedding
+of a conditional model."""
 
 from __future__ import annotations
 
@@ -6,19 +7,19 @@ import torch
 from diffusers import UNet2DModel
 
 from facediff.config import Config
-from facediff.model.conditioning import ConditionEmbedding, Denoiser
+from facediff.model.conditioning import ConditionEmbedding, Network
 
 
-def build_model(cfg: Config) -> Denoiser:
-    """The denoiser for ``cfg``: a U-Net, with a condition embedding if the config has
+def build_net(cfg: Config) -> Network:
+    """The network for ``cfg``: a U-Net, with a condition embedding if the config has
     conditions (``cfg.conditions``, filled in from the dataset)."""
     conditional = bool(cfg.conditions)
     unet = build_unet(cfg, conditional)
     if not conditional:
-        return Denoiser(unet)
+        return Network(unet)
     dim = unet.time_embedding.linear_2.out_features
     sizes = [len(c.values) for c in cfg.conditions]
-    return Denoiser(unet, ConditionEmbedding(sizes, dim))
+    return Network(unet, ConditionEmbedding(sizes, dim))
 
 
 def build_unet(cfg: Config, conditional: bool = False) -> UNet2DModel:

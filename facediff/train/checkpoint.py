@@ -1,4 +1,4 @@
-"""Every file a run writes: checkpoints, exports, and the atomic writes behind them.
+"""Every file a run writes: its config, checkpoints and exported models.
 
 Run dir layout::
 
@@ -9,7 +9,8 @@ Run dir layout::
     RUN/logs/                                         TensorBoard events and metrics.csv
 
 A checkpoint is written into a hidden temporary folder, every file flushed and fsynced, and
-the folder renamed into place: a crash mid-write leaves the previous checkpoint as the latest.
+the folder renamed into place (facediff.atomic): a crash mid-write leaves the previous
+checkpoint as the latest.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from facediff.assets import ASSETS, resolve_model
+from facediff.atomic import publish_dir, write_text
 from facediff.config import Config
 from facediff.errors import FacediffError, ModelNotFoundError
 
@@ -35,53 +37,6 @@ CKPT_FILES = ("config.yaml", "model.safetensors", "ema.safetensors", "state.pt")
 EXPORT_FILES = ("config.yaml", "weights.safetensors")
 
 
-# ---- atomic primitives ------------------------------------------------------------------
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb+") as f:
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _publish_dir(tmp: Path, final: Path) -> None:
-    """Fsync every file in ``tmp`` and rename it to ``final`` (replacing an older one)."""
-    for f in tmp.iterdir():
-        _fsync_file(f)
-    _fsync_dir(tmp)
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, old)
-    os.replace(tmp, final)
-    _fsync_dir(final.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def _state_dict_cpu(sd: dict[str, torch.Tensor], dtype: torch.dtype | None = None) -> dict:
     out = {}
     for k, v in sd.items():
@@ -90,6 +45,11 @@ def _state_dict_cpu(sd: dict[str, torch.Tensor], dtype: torch.dtype | None = Non
             v = v.to(dtype)
         out[k] = v.contiguous()
     return out
+
+
+def save_config(path: str | Path, cfg: Config) -> Path:
+    """Write ``cfg`` as YAML to ``path`` atomically (a run's ``config.yaml``)."""
+    return write_text(path, cfg.to_yaml())
 
 
 # ---- checkpoints ------------------------------------------------------------------------
@@ -137,7 +97,7 @@ def save_checkpoint(
     save_file(_state_dict_cpu(model_state), str(tmp / "model.safetensors"))
     save_file(_state_dict_cpu(ema_state), str(tmp / "ema.safetensors"))
     torch.save(train_state, tmp / "state.pt")
-    _publish_dir(tmp, final)
+    publish_dir(tmp, final)
     for _, old in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     for stale in root.glob(".tmp-*"):  # left by a crash in an earlier run
@@ -178,7 +138,7 @@ def export_model(
     (tmp / "config.yaml").write_text(cfg.to_yaml())
     save_file(_state_dict_cpu(ema_state, dtype), str(tmp / "weights.safetensors"),
               metadata={"format": "pt", "facediff": "ema", "step": str(step or 0)})
-    _publish_dir(tmp, out)
+    publish_dir(tmp, out)
     return out
 
 

@@ -24,13 +24,15 @@ from accelerate import Accelerator
 from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
-from facediff.config import ConditionEntry, Config
+from facediff.config import Condition, Config
 from facediff.data import ImageSet, load_data
+from facediff.data.conditions import UNSPECIFIED
 from facediff.data.transforms import uint8_to_model
 from facediff.diffusion.objectives import DiffusionObjective
-from facediff.diffusion.sampling import generate
+from facediff.diffusion.samplers import SamplingSettings
+from facediff.diffusion.sampling import check_sampling, generate
 from facediff.errors import ConfigError, FacediffError
-from facediff.model import build_model, count_parameters
+from facediff.model import build_net, count_parameters
 from facediff.train import checkpoint as ckpt
 from facediff.train.ema import HalfLifeEMA
 from facediff.viz.grid import make_grid
@@ -52,7 +54,7 @@ class GlobalBatch:
     noise: torch.Tensor
     timesteps: torch.Tensor
     flip: torch.Tensor  # horizontal flips (used when data.hflip)
-    labels: torch.Tensor | None  # conditions after dropout (-1 = unspecified), on the device
+    labels: torch.Tensor | None  # conditions after dropout (UNSPECIFIED), on the device
 
 
 @dataclass
@@ -140,36 +142,68 @@ class BatchStream:
 
 
 class Trainer:
+    """Trains one run dir: ``Trainer(cfg, run_dir).fit()``; the same call resumes it."""
+
     def __init__(
         self, cfg: Config, run_dir: str | Path, data: ImageSet | None = None,
         progress: bool = True,
     ) -> None:
+        check_sampling(cfg.sample, cfg.diffusion)  # the progress grids' sampler, before work
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.progress = progress
-        t = cfg.train
+        self._setup_processes()
+        self._load_data(data)
+        self._build_network()
+        self._build_optimizer()
+        self._build_ema()
+
+        # Training state (what a checkpoint restores, with the weights and the optimizer).
+        self.step = 0
+        self.best_val: float | None = None
+        self.bad_vals = 0
+        self.best_fid: float | None = None
+        self.last_loss: float | None = None
+        self.img_per_s: float | None = None
+        self._eval_state: tuple[Any, Any] | None = None  # (feature net, reference)
+        if cfg.train.eval_every and self.accelerator.is_main_process:
+            from facediff.eval.features import default_weights
+
+            default_weights()  # no Inception network: say so now, not hours into the run
+        self._stop_signal: int | None = None
+        self.saved_step: int | None = None
+        self.writer: Any = None
+
+    # ---- setup ----------------------------------------------------------------------------
+    def _setup_processes(self) -> None:
+        """Accelerate: the device, mixed precision, how many processes and which one this is."""
+        tc = self.cfg.train
         # several processes without CUDA (torchrun/accelerate launch on CPUs): DDP over gloo
         multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
         self.accelerator = Accelerator(
-            mixed_precision=resolve_mixed_precision(t.mixed_precision),
-            gradient_accumulation_steps=t.grad_accum,
+            mixed_precision=resolve_mixed_precision(tc.mixed_precision),
+            gradient_accumulation_steps=tc.grad_accum,
             cpu=multi_cpu,
         )
-        acc = self.accelerator
-        self.world = acc.num_processes
-        self.rank = acc.process_index
-        if t.batch_size % (self.world * t.grad_accum):
+        self.world = self.accelerator.num_processes
+        self.rank = self.accelerator.process_index
+        if tc.batch_size % (self.world * tc.grad_accum):
             raise ConfigError(
-                f"train.batch_size {t.batch_size} must be divisible by processes x grad_accum "
-                f"= {self.world} x {t.grad_accum}"
+                f"train.batch_size {tc.batch_size} must be divisible by processes x "
+                f"grad_accum = {self.world} x {tc.grad_accum}"
             )
-        self.micro = t.batch_size // t.grad_accum  # global micro-batch
-        self.device = acc.device
+        self.micro = tc.batch_size // tc.grad_accum  # global micro-batch
+        self.device = self.accelerator.device
 
-        data = data if data is not None else load_data(cfg.data, progress=progress and
-                                                       acc.is_main_process)
+    def _load_data(self, data: ImageSet | None) -> None:
+        """The dataset's images (and labels) on the device, less a seeded held-out part; the
+        run's condition spec comes from the data."""
+        cfg, tc = self.cfg, self.cfg.train
+        if data is None:
+            data = load_data(cfg.data, progress=self.progress and
+                             self.accelerator.is_main_process)
         self.data = data
-        cfg.conditions = [ConditionEntry(c.name, c.kind, list(c.values))
+        cfg.conditions = [Condition(c.name, c.kind, list(c.values))
                           for c in data.spec.conditions] if data.spec is not None else []
         images = torch.from_numpy(np.array(data.images))  # off the cache's memory map
         n_val = round(len(images) * cfg.data.val_fraction)
@@ -180,56 +214,57 @@ class Trainer:
                 f"data.val_fraction {cfg.data.val_fraction} leaves no training images "
                 f"out of {len(images)}"
             )
-        order = np.random.default_rng([t.seed, 999]).permutation(len(images))
-        self.val_images = images[torch.from_numpy(order[:n_val])] if n_val else None
-        self.train_images = images[torch.from_numpy(np.sort(order[n_val:]))] if n_val else images
-        self.train_images = self.train_images.to(self.device)
+        order = np.random.default_rng([tc.seed, 999]).permutation(len(images))
+        val_idx = torch.from_numpy(order[:n_val])
+        train_idx = torch.from_numpy(np.sort(order[n_val:]))
+        self.val_images = images[val_idx] if n_val else None
+        self.train_images = (images[train_idx] if n_val else images).to(self.device)
         self.train_labels = self.val_labels = None
         if cfg.conditions and data.labels is not None:
             labels = torch.from_numpy(data.labels.astype(np.int64))
             if n_val:
-                self.val_labels = labels[torch.from_numpy(order[:n_val])].to(self.device)
-                labels = labels[torch.from_numpy(np.sort(order[n_val:]))]
+                self.val_labels = labels[val_idx].to(self.device)
+                labels = labels[train_idx]
             self.train_labels = labels.to(self.device)
-        self.stream = BatchStream(len(self.train_images), t.batch_size, t.seed)
+        self.stream = BatchStream(len(self.train_images), tc.batch_size, tc.seed)
 
-        torch.manual_seed(t.seed)
-        self.unet = build_model(cfg)  # the denoiser: U-Net (+ condition embedding)
-        self.objective = DiffusionObjective(cfg.diffusion)
-        self.channels_last = self.device.type == "cuda" if t.channels_last is None \
-            else t.channels_last
+    def _build_network(self) -> None:
+        """The network (seeded), the objective it learns, its memory layout."""
+        tc = self.cfg.train
+        torch.manual_seed(tc.seed)
+        self.net = build_net(self.cfg)  # U-Net (+ condition embedding): saved and sampled
+        self.objective = DiffusionObjective(self.cfg.diffusion)
+        self.channels_last = self.device.type == "cuda" if tc.channels_last is None \
+            else tc.channels_last
         if self.channels_last:
-            self.unet.to(memory_format=torch.channels_last)
+            self.net.to(memory_format=torch.channels_last)
+
+    def _build_optimizer(self) -> None:
+        """AdamW with warm-up and decay; accelerate wraps the network for training (DDP) as
+        ``train_net``, which ``torch.compile`` may compile."""
+        tc = self.cfg.train
         # one fused kernel (CUDA) or multi-tensor ops (elsewhere), not a loop over parameters
         opt_kwargs: dict[str, Any] = {"fused": True} if self.device.type == "cuda" \
             else {"foreach": True}
         self.optimizer = torch.optim.AdamW(
-            self.unet.parameters(), lr=t.lr, betas=tuple(t.adam_betas),
-            weight_decay=t.weight_decay, **opt_kwargs,
+            self.net.parameters(), lr=tc.lr, betas=tuple(tc.adam_betas),
+            weight_decay=tc.weight_decay, **opt_kwargs,
         )
         self.lr_scheduler = get_scheduler(
-            {"constant": "constant_with_warmup"}.get(t.lr_schedule, t.lr_schedule),
-            self.optimizer, num_warmup_steps=t.warmup_steps, num_training_steps=t.max_steps,
+            {"constant": "constant_with_warmup"}.get(tc.lr_schedule, tc.lr_schedule),
+            self.optimizer, num_warmup_steps=tc.warmup_steps, num_training_steps=tc.max_steps,
         )
-        self.model, self.optimizer = acc.prepare(self.unet, self.optimizer)
-        if t.compile:  # the training forward only; self.unet (saved, sampled) stays as it is
-            self.model = torch.compile(self.model)
-        self.ema = HalfLifeEMA(self.unet.parameters(), t.batch_size, t.ema_halflife_images,
-                               t.ema_rampup)
-        self.ema.to(self.device)
-        self.ema_model = copy.deepcopy(self.unet).eval().requires_grad_(False)
-        self.step = 0
-        self.best_val: float | None = None
-        self.bad_vals = 0
-        self.best_fid: float | None = None
-        self._eval_state: tuple[Any, Any] | None = None  # (feature net, reference)
-        if t.eval_every and acc.is_main_process:
-            from facediff.eval.features import default_weights
+        self.train_net, self.optimizer = self.accelerator.prepare(self.net, self.optimizer)
+        if tc.compile:  # the training forward only; self.net (saved, sampled) stays as it is
+            self.train_net = torch.compile(self.train_net)
 
-            default_weights()  # no Inception network: say so now, not hours into the run
-        self._stop_signal: int | None = None
-        self.saved_step: int | None = None
-        self.writer: Any = None
+    def _build_ema(self) -> None:
+        """The EMA of the weights (its length in images seen) and a network to hold it."""
+        tc = self.cfg.train
+        self.ema = HalfLifeEMA(self.net.parameters(), tc.batch_size, tc.ema_halflife_images,
+                               tc.ema_rampup)
+        self.ema.to(self.device)
+        self.ema_net = copy.deepcopy(self.net).eval().requires_grad_(False)
 
     # ---- state ----------------------------------------------------------------------------
     def _train_state(self) -> dict[str, Any]:
@@ -256,18 +291,18 @@ class Trainer:
     def resume_from(self, path: Path) -> None:
         c = ckpt.load_checkpoint(path)
         check_resumable(c["config"], self.cfg)
-        self.unet.load_state_dict(c["model"])
-        self.ema.load_named_state(self.unet, c["ema"])
+        self.net.load_state_dict(c["model"])
+        self.ema.load_named_state(self.net, c["ema"])
         s = c["state"]
         self.optimizer.load_state_dict(s["optimizer"])
         self.lr_scheduler.load_state_dict(s["lr_scheduler"])
         # the config may change optimiser settings on resume (--set train.lr=...): apply them
-        t = self.cfg.train
-        self.lr_scheduler.base_lrs = [t.lr for _ in self.lr_scheduler.base_lrs]
+        tc = self.cfg.train
+        self.lr_scheduler.base_lrs = [tc.lr for _ in self.lr_scheduler.base_lrs]
         for group, lam in zip(self.optimizer.param_groups, self.lr_scheduler.lr_lambdas,
                               strict=True):
-            group.update(initial_lr=t.lr, lr=t.lr * lam(self.lr_scheduler.last_epoch),
-                         weight_decay=t.weight_decay, betas=tuple(t.adam_betas))
+            group.update(initial_lr=tc.lr, lr=tc.lr * lam(self.lr_scheduler.last_epoch),
+                         weight_decay=tc.weight_decay, betas=tuple(tc.adam_betas))
         scaler = getattr(self.accelerator, "scaler", None)
         if scaler is not None and s.get("grad_scaler"):
             scaler.load_state_dict(s["grad_scaler"])
@@ -290,8 +325,8 @@ class Trainer:
         acc.wait_for_everyone()
         if acc.is_main_process:
             ckpt.save_checkpoint(
-                self.run_dir, self.step, self.cfg, self.unet.state_dict(),
-                self.ema.named_state(self.unet), self._train_state(),
+                self.run_dir, self.step, self.cfg, self.net.state_dict(),
+                self.ema.named_state(self.net), self._train_state(),
                 self.cfg.train.keep_checkpoints,
             )
         self.saved_step = self.step
@@ -300,7 +335,7 @@ class Trainer:
     def _export(self) -> None:
         if self.accelerator.is_main_process:
             ckpt.export_model(self.run_dir / ckpt.EXPORT_DIR, self.cfg,
-                              self.ema.named_state(self.unet), step=self.step)
+                              self.ema.named_state(self.net), step=self.step)
 
     # ---- logs and samples -----------------------------------------------------------------
     def _open_logs(self) -> None:
@@ -336,9 +371,9 @@ class Trainer:
         with open(self.csv_path, "a", newline="") as f:
             csv.DictWriter(f, CSV_FIELDS).writerow({k: row.get(k, "") for k in CSV_FIELDS})
 
-    def _ema_unet(self) -> torch.nn.Module:
-        self.ema.copy_to(self.ema_model.parameters())
-        return self.ema_model
+    def _ema_net(self) -> torch.nn.Module:
+        self.ema.copy_to(self.ema_net.parameters())
+        return self.ema_net
 
     def _sample_grid(self) -> None:
         acc = self.accelerator
@@ -350,10 +385,9 @@ class Trainer:
         acc.wait_for_everyone()
 
     def _write_grid(self) -> None:
-        s = self.cfg.sample
-        imgs = generate(self._ema_unet(), self.cfg.diffusion, self.cfg.train.sample_n,
-                        s.sampler, s.steps, seed=SAMPLE_SEED,
-                        batch_size=self.cfg.train.sample_n)
+        n = self.cfg.train.sample_n
+        settings = SamplingSettings(seed=SAMPLE_SEED, batch_size=n).resolve(self.cfg.sample)
+        imgs = generate(self._ema_net(), self.cfg.diffusion, n, settings)
         grid = make_grid(imgs)
         out = self.run_dir / "samples"
         out.mkdir(parents=True, exist_ok=True)
@@ -363,9 +397,9 @@ class Trainer:
 
     @torch.no_grad()
     def _val_loss(self) -> float:
-        """Loss of the EMA model on the held-out images, with fixed noise and timesteps."""
+        """Loss of the EMA network on the held-out images, with fixed noise and timesteps."""
         assert self.val_images is not None
-        unet = self._ema_unet()
+        net = self._ema_net()
         n = len(self.val_images)
         g = torch.Generator().manual_seed(step_seed(self.cfg.train.seed, -1))
         noise_all = torch.randn((n, *self.val_images.shape[1:]), generator=g)
@@ -382,12 +416,12 @@ class Trainer:
             t = t_all[idx].to(self.device)
             labels = None if self.val_labels is None else self.val_labels[idx.to(self.device)]
             with self.accelerator.autocast():
-                total += self.objective.loss(unet, x0, noise, t, labels).double().sum()
+                total += self.objective.loss(net, x0, noise, t, labels).double().sum()
         return float(self.accelerator.reduce(total, "sum")) / n
 
     def _evaluate(self) -> dict[str, Any]:
-        """FID/KID/precision/recall of the EMA model (main process; the others wait)."""
-        acc, t = self.accelerator, self.cfg.train
+        """FID/KID/precision/recall of the EMA network (main process; the others wait)."""
+        acc, tc = self.accelerator, self.cfg.train
         out: dict[str, Any] = {}
         if acc.is_main_process:
             from facediff.api import FaceModel
@@ -395,21 +429,21 @@ class Trainer:
 
             if self._eval_state is None:
                 self._eval_state = self._eval_reference()
-            net, ref = self._eval_state
-            s = self.cfg.sample
-            t0 = time.perf_counter()
-            result = evaluate_model(FaceModel(self.cfg, self._ema_unet()), ref, net,
-                                    t.eval_n, s.sampler, s.steps, seed=EVAL_SEED,
-                                    batch_size=max(self.micro, 16), progress=False)
+            extractor, ref = self._eval_state
+            model = FaceModel(self.cfg, self._ema_net())
+            settings = model.settings(seed=EVAL_SEED, batch_size=max(self.micro, 16))
+            started = time.perf_counter()
+            result = evaluate_model(model, ref, extractor, tc.eval_n, settings=settings,
+                                    progress=False)
             sc = result.scores
             out = {"fid": sc.fid, "kid": sc.kid, "precision": sc.precision,
                    "recall": sc.recall, "eval_n": sc.n}
-            tqdm.write(f"step {self.step}: {sc.line()} ({s.sampler} {s.steps} steps, "
-                       f"{time.perf_counter() - t0:.0f} s)")
+            tqdm.write(f"step {self.step}: {sc.line()} ({settings.sampler} {settings.steps} "
+                       f"steps, {time.perf_counter() - started:.0f} s)")
             if self.best_fid is None or sc.fid < self.best_fid:
                 self.best_fid = sc.fid
                 ckpt.export_model(self.run_dir / "best-fid", self.cfg,
-                                  self.ema.named_state(self.unet), step=self.step)
+                                  self.ema.named_state(self.net), step=self.step)
         acc.wait_for_everyone()
         return out
 
@@ -418,19 +452,19 @@ class Trainer:
         from facediff.eval.features import InceptionFeatures, extract_features
         from facediff.eval.reference import Reference, reference_features
 
-        net = InceptionFeatures(device=self.device)
+        extractor = InceptionFeatures(device=self.device)
         n = self.cfg.train.eval_ref_n
         if self.cfg.data.path:
-            ref = reference_features(self.cfg.data, net, n=n, progress=self.progress)
+            ref = reference_features(self.cfg.data, extractor, n=n, progress=self.progress)
         else:  # images handed over in memory: their features, not cached
             idx = np.random.default_rng(0).permutation(len(self.data))[:n]
-            feats = extract_features(np.asarray(self.data.images)[np.sort(idx)], net,
+            feats = extract_features(np.asarray(self.data.images)[np.sort(idx)], extractor,
                                      progress=self.progress)
             labels = self.data.labels[np.sort(idx)] if self.data.labels is not None else None
             ref = Reference(feats, labels, self.data.spec, len(self.data), "training images")
         log.info("evaluating every %d steps: %d samples against %d reference images (%s)",
                  self.cfg.train.eval_every, self.cfg.train.eval_n, len(ref), ref.description)
-        return net, ref
+        return extractor, ref
 
     # ---- the loop -------------------------------------------------------------------------
     def _handle_signal(self, signum: int, _frame: Any) -> None:
@@ -453,19 +487,19 @@ class Trainer:
 
     def draw_batch(self, step: int) -> GlobalBatch:
         """The seeded draws of global batch ``step``: the same on every process and resume."""
-        t = self.cfg.train
-        g = torch.Generator().manual_seed(step_seed(t.seed, step))
+        tc = self.cfg.train
+        g = torch.Generator().manual_seed(step_seed(tc.seed, step))
         idx = torch.from_numpy(self.stream.batch(step))
         h, w, c = self.train_images.shape[1:]
-        noise = torch.randn((t.batch_size, c, h, w), generator=g)
-        timesteps = self.objective.sample_timesteps(t.batch_size, g)
-        flip = torch.rand(t.batch_size, generator=g) < 0.5
+        noise = torch.randn((tc.batch_size, c, h, w), generator=g)
+        timesteps = self.objective.sample_timesteps(tc.batch_size, g)
+        flip = torch.rand(tc.batch_size, generator=g) < 0.5
         labels = None
         if self.train_labels is not None:  # condition dropout, for guidance and subsets
             k = self.train_labels.shape[1]
-            drop = (torch.rand(t.batch_size, 1, generator=g) < t.cond_drop) | \
-                (torch.rand(t.batch_size, k, generator=g) < t.attr_drop)
-            labels = torch.where(drop.to(self.device), -1,
+            drop = (torch.rand(tc.batch_size, 1, generator=g) < tc.cond_drop) | \
+                (torch.rand(tc.batch_size, k, generator=g) < tc.attr_drop)
+            labels = torch.where(drop.to(self.device), UNSPECIFIED,
                                  self.train_labels[idx.to(self.device)])
         return GlobalBatch(idx, noise, timesteps, flip, labels)
 
@@ -479,12 +513,12 @@ class Trainer:
 
     def train_step(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One optimizer step on global batch ``self.step``; returns (loss sum, grad norm)."""
-        t, acc = self.cfg.train, self.accelerator
+        tc, acc = self.cfg.train, self.accelerator
         batch = self.draw_batch(self.step)
-        torch.manual_seed(step_seed(t.seed, self.step) + 104_729 * self.rank)  # dropout
+        torch.manual_seed(step_seed(tc.seed, self.step) + 104_729 * self.rank)  # dropout
         loss_sum = torch.zeros((), device=self.device)
         grad_norm = None
-        for m in range(t.grad_accum):
+        for m in range(tc.grad_accum):
             sel = rank_slice(m, self.micro, self.rank, self.world)
             x0 = self.images(batch, sel)
             noise = batch.noise[sel].to(self.device, non_blocking=True)
@@ -493,137 +527,197 @@ class Trainer:
                 noise = noise.contiguous(memory_format=torch.channels_last)
             ts = batch.timesteps[sel].to(self.device, non_blocking=True)
             labels = None if batch.labels is None else batch.labels[sel]
-            with acc.accumulate(self.model):
-                loss = self.objective.loss(self.model, x0, noise, ts, labels).mean()
+            with acc.accumulate(self.train_net):
+                loss = self.objective.loss(self.train_net, x0, noise, ts, labels).mean()
                 acc.backward(loss)
                 if acc.sync_gradients:  # grad_clip <= 0: no clipping, the norm is still logged
-                    limit = t.grad_clip if t.grad_clip > 0 else float("inf")
-                    grad_norm = acc.clip_grad_norm_(self.model.parameters(), limit)
+                    limit = tc.grad_clip if tc.grad_clip > 0 else float("inf")
+                    grad_norm = acc.clip_grad_norm_(self.train_net.parameters(), limit)
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
             loss_sum += loss.detach()
         self.lr_scheduler.step()
-        self.ema.step(self.unet.parameters())
+        self.ema.step(self.net.parameters())
         self.step += 1
-        return loss_sum / t.grad_accum, grad_norm
+        return loss_sum / tc.grad_accum, grad_norm
 
     def fit(self, until_step: int | None = None,
             time_limit_min: float | None = None) -> TrainResult:
         """Train to ``train.max_steps``, checkpoint and export. Pause early at ``until_step``
         or after ``time_limit_min`` minutes of this call (reason "time_limit"; resumable)."""
-        t, acc = self.cfg.train, self.accelerator
         deadline = None if time_limit_min is None else time.monotonic() + 60 * time_limit_min
+        self.last_loss = self.img_per_s = None
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._resume_latest()
+        self._announce()
+        self._open_logs()
+        old_handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        for sig in old_handlers:
+            signal.signal(sig, self._handle_signal)
+        try:
+            reason = self._train_loop(until_step, deadline, time_limit_min)
+        finally:
+            for sig, handler in old_handlers.items():
+                signal.signal(sig, handler)
+        self._finish(reason)
+        return TrainResult(self.run_dir, self.step, reason, self.last_loss, self.img_per_s,
+                           self.best_val, self.accelerator.is_main_process)
+
+    def _resume_latest(self) -> None:
+        """Resume from the run's latest complete checkpoint, if it has one (rank 0 decides,
+        so every rank resumes from the same step)."""
+        acc = self.accelerator
         latest = [ckpt.latest_checkpoint(self.run_dir) if acc.is_main_process else None]
-        if self.world > 1:  # rank 0 decides, so every rank resumes from the same step
+        if self.world > 1:
             from accelerate.utils import broadcast_object_list
 
             broadcast_object_list(latest)
         if latest[0] is not None:
             self.resume_from(Path(latest[0]))
             self.saved_step = self.step
-        if acc.is_main_process:
-            self.cfg.save(self.run_dir / "config.yaml")
-            log.info(
-                "training %s (%s): %d images (%d held out), %.2fM parameters, "
-                "%d process(es) on %s, mixed precision %s", self.run_dir,
-                f"preset {self.cfg.preset}" if self.cfg.preset else "default config",
-                len(self.train_images),
-                0 if self.val_images is None else len(self.val_images),
-                count_parameters(self.unet) / 1e6, self.world, self.device.type,
-                acc.mixed_precision,
-            )
-        self._open_logs()
-        old_handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-        for s in old_handlers:
-            signal.signal(s, self._handle_signal)
-        reason = "finished"
-        last_loss: float | None = None
-        speed: float | None = None
-        bar = tqdm(total=t.max_steps, initial=self.step, desc="training", unit="step",
-                   disable=not (self.progress and acc.is_main_process), dynamic_ncols=True)
-        self.model.train()
-        loss_acc = torch.zeros((), device=self.device)
-        n_acc, t0, step0 = 0, time.perf_counter(), self.step
+
+    def _announce(self) -> None:
+        """Save the run's config and say what is being trained, where and how."""
+        acc = self.accelerator
+        if not acc.is_main_process:
+            return
+        ckpt.save_config(self.run_dir / "config.yaml", self.cfg)
+        log.info(
+            "training %s (%s): %d images (%d held out), %.2fM parameters, "
+            "%d process(es) on %s, mixed precision %s", self.run_dir,
+            f"preset {self.cfg.preset}" if self.cfg.preset else "default config",
+            len(self.train_images), 0 if self.val_images is None else len(self.val_images),
+            count_parameters(self.net) / 1e6, self.world, self.device.type,
+            acc.mixed_precision,
+        )
+
+    def _train_loop(self, until_step: int | None, deadline: float | None,
+                    time_limit_min: float | None) -> str:
+        """Optimizer steps until the end, a stop or a pause; returns why it stopped."""
+        tc = self.cfg.train
+        bar = tqdm(total=tc.max_steps, initial=self.step, desc="training", unit="step",
+                   disable=not (self.progress and self.accelerator.is_main_process),
+                   dynamic_ncols=True)
+        self.train_net.train()
+        window = _Window(torch.zeros((), device=self.device), self.step)
         try:
-            while self.step < t.max_steps:
+            while self.step < tc.max_steps:
+                # Take one optimizer step.
                 loss, grad_norm = self.train_step()
-                loss_acc += loss
-                n_acc += 1
+                window.add(loss)
                 bar.update(1)
-                row: dict[str, Any] | None = None
-                if self.step % t.log_every == 0 or self.step == t.max_steps:
-                    last_loss = float(acc.reduce(loss_acc, "mean")) / n_acc
-                    dt = time.perf_counter() - t0
-                    speed = (self.step - step0) * t.batch_size / max(dt, 1e-9)
-                    row = {"step": self.step, "images": self.step * t.batch_size,
-                           "loss": last_loss, "lr": self.lr_scheduler.get_last_lr()[0],
-                           "grad_norm": None if grad_norm is None else float(grad_norm),
-                           "img_per_s": speed, "time": time.time()}
-                    bar.set_postfix(loss=f"{last_loss:.4f}", img_s=f"{speed:.1f}",
-                                    epoch=f"{self.stream.epoch_of(self.step):.1f}")
-                    loss_acc.zero_()
-                    n_acc, t0, step0 = 0, time.perf_counter(), self.step
+
+                # Log; validate and evaluate the EMA network when due.
+                row = self._train_row(window, grad_norm, bar) if self._due(tc.log_every) \
+                    else None
                 stop_early = False
-                if self.val_images is not None and (self.step % t.val_every == 0
-                                                     or self.step == t.max_steps):
-                    val = self._val_loss()
-                    row = row or {"step": self.step, "images": self.step * t.batch_size,
-                                  "time": time.time()}
-                    row["val_loss"] = val
-                    gain = self.best_val is None or val < self.best_val - t.early_stop_min_delta
-                    if gain:
-                        self.best_val, self.bad_vals = val, 0
-                        if acc.is_main_process:  # the best EMA so far, kept apart
-                            ckpt.export_model(self.run_dir / "best", self.cfg,
-                                              self.ema.named_state(self.unet), step=self.step)
-                    else:
-                        self.bad_vals += 1
-                    stop_early = 0 < t.early_stop_patience <= self.bad_vals
-                if t.eval_every and (self.step % t.eval_every == 0 or self.step == t.max_steps):
-                    scores = self._evaluate()
-                    row = row or {"step": self.step, "images": self.step * t.batch_size,
-                                  "time": time.time()}
-                    row.update(scores)
+                if self.val_images is not None and self._due(tc.val_every):
+                    row = self._row(row, val_loss=self._validate())
+                    stop_early = 0 < tc.early_stop_patience <= self.bad_vals
+                if tc.eval_every and self._due(tc.eval_every):
+                    row = self._row(row, **self._evaluate())
                 if row is not None:
                     self._log(row)
-                if self.step % t.checkpoint_every == 0:
+
+                # Save a checkpoint and the progress grid.
+                if self.step % tc.checkpoint_every == 0:
                     self._checkpoint()
-                if self.step % t.sample_every == 0:
+                if self.step % tc.sample_every == 0:
                     self._sample_grid()
-                if stop_early:
-                    reason = "early_stopped"
-                    if acc.is_main_process:
-                        tqdm.write(f"early stopping at step {self.step}: validation loss did "
-                                   f"not improve for {self.bad_vals} evaluations "
-                                   f"(best {self.best_val:.5f})")
-                    break
-                if self._should_stop(deadline):
-                    reason = "interrupted" if self._stop_signal is not None else "time_limit"
-                    if reason == "time_limit" and acc.is_main_process:
-                        tqdm.write(f"time limit of {time_limit_min:g} min reached at step "
-                                   f"{self.step}: checkpoint, export, stop (resume to go on)")
-                    break
-                if until_step is not None and self.step >= until_step:
-                    reason = "paused"
-                    break
+
+                # Stop early, on a signal, at the time limit or at a pause.
+                reason = self._stop_reason(stop_early, deadline, until_step, time_limit_min)
+                if reason is not None:
+                    return reason
         finally:
             bar.close()
-            for s, h in old_handlers.items():
-                signal.signal(s, h)
+        return "finished"
+
+    def _due(self, every: int) -> bool:
+        return self.step % every == 0 or self.step == self.cfg.train.max_steps
+
+    def _row(self, row: dict[str, Any] | None, **values: Any) -> dict[str, Any]:
+        """A metrics row for this step (a new one, or ``row``) with ``values`` added."""
+        row = row or {"step": self.step, "images": self.step * self.cfg.train.batch_size,
+                      "time": time.time()}
+        row.update(values)
+        return row
+
+    def _train_row(self, window: _Window, grad_norm: torch.Tensor | None,
+                   bar: tqdm) -> dict[str, Any]:
+        """Loss (mean over processes and the steps since the last row), speed, lr."""
+        self.last_loss = float(self.accelerator.reduce(window.loss, "mean")) / window.steps
+        self.img_per_s = window.images_per_s(self.step, self.cfg.train.batch_size)
+        bar.set_postfix(loss=f"{self.last_loss:.4f}", img_s=f"{self.img_per_s:.1f}",
+                        epoch=f"{self.stream.epoch_of(self.step):.1f}")
+        window.reset(self.step)
+        return self._row(None, loss=self.last_loss, lr=self.lr_scheduler.get_last_lr()[0],
+                         grad_norm=None if grad_norm is None else float(grad_norm),
+                         img_per_s=self.img_per_s)
+
+    def _validate(self) -> float:
+        """The held-out loss; a new best exports the EMA network to RUN/best/."""
+        val = self._val_loss()
+        if self.best_val is None or val < self.best_val - self.cfg.train.early_stop_min_delta:
+            self.best_val, self.bad_vals = val, 0
+            if self.accelerator.is_main_process:  # the best EMA so far, kept apart
+                ckpt.export_model(self.run_dir / "best", self.cfg,
+                                  self.ema.named_state(self.net), step=self.step)
+        else:
+            self.bad_vals += 1
+        return val
+
+    def _stop_reason(self, stop_early: bool, deadline: float | None,
+                     until_step: int | None, time_limit_min: float | None) -> str | None:
+        main = self.accelerator.is_main_process
+        if stop_early:
+            if main:
+                tqdm.write(f"early stopping at step {self.step}: validation loss did not "
+                           f"improve for {self.bad_vals} evaluations (best {self.best_val:.5f})")
+            return "early_stopped"
+        if self._should_stop(deadline):
+            if self._stop_signal is not None:
+                return "interrupted"
+            if main:
+                tqdm.write(f"time limit of {time_limit_min:g} min reached at step "
+                           f"{self.step}: checkpoint, export, stop (resume to go on)")
+            return "time_limit"
+        if until_step is not None and self.step >= until_step:
+            return "paused"
+        return None
+
+    def _finish(self, reason: str) -> None:
+        """The last checkpoint, the last progress grid and the export."""
         if self.saved_step != self.step:
             self._checkpoint()
-        if reason not in ("interrupted", "paused") and self.step % t.sample_every:
+        if reason not in ("interrupted", "paused") and self.step % self.cfg.train.sample_every:
             self._sample_grid()
         self._export()
-        acc.wait_for_everyone()
+        self.accelerator.wait_for_everyone()
         if self.writer is not None:
             self.writer.close()
-        return TrainResult(self.run_dir, self.step, reason, last_loss, speed, self.best_val,
-                           acc.is_main_process)
 
 
-def train(cfg: Config, run_dir: str | Path, data: ImageSet | None = None,
+class _Window:
+    """The summed loss and the time since the last metrics row."""
+
+    def __init__(self, zero: torch.Tensor, step: int) -> None:
+        self.loss = zero
+        self.reset(step)
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.loss += loss
+        self.steps += 1
+
+    def reset(self, step: int) -> None:
+        self.loss.zero_()
+        self.steps, self.step0, self.started = 0, step, time.perf_counter()
+
+    def images_per_s(self, step: int, batch_size: int) -> float:
+        return (step - self.step0) * batch_size / max(time.perf_counter() - self.started, 1e-9)
+
+
+def train(cfg: Config, run_dir: str | Path, *, data: ImageSet | None = None,
           progress: bool = True, until_step: int | None = None,
           time_limit_min: float | None = None) -> TrainResult:
     """Train (or resume) the run in ``run_dir`` with ``cfg`` (see ``Trainer.fit``)."""

@@ -16,14 +16,16 @@ from facediff.viz.grid import make_grid
 
 if TYPE_CHECKING:
     from facediff.api import FaceModel
+    from facediff.diffusion.samplers import SamplingSettings
 
 
 def attribute_grid(
-    model: FaceModel, names: Sequence[str] | None = None, n_seeds: int = 6, seed: int = 0,
-    steps: int | None = None, sampler: str | None = None, guidance: float | None = None,
-    base_attrs: Sequence[str] = (), batch_size: int = 16, progress: bool = False,
+    model: FaceModel, names: Sequence[str] | None = None, *, n_seeds: int = 6,
+    settings: SamplingSettings | None = None, base_attrs: Sequence[str] = (),
+    progress: bool = False,
 ) -> Image.Image:
-    """A labelled grid; ``names`` default to all of the model's conditions."""
+    """A labelled grid; ``names`` default to all of the model's conditions. Column ``j``
+    uses seed ``settings.seed + j`` in every row."""
     from facediff.errors import FacediffError
 
     spec = model.spec
@@ -37,9 +39,8 @@ def attribute_grid(
         values = cond.values if cond.kind == "categorical" else ["0", "1"]
         for v in values:
             attrs = [a for a in base_attrs if a.split("=")[0].strip() != cond.name]
-            imgs = model.sample_tensor(
-                n_seeds, steps, sampler, seed=seed, batch_size=batch_size,
-                attrs=[*attrs, f"{cond.name}={v}"], guidance=guidance, progress=progress)
+            imgs = model.sample_tensor(n_seeds, settings=settings, progress=progress,
+                                       attrs=[*attrs, f"{cond.name}={v}"])
             rows.append(imgs)
             state = ("on" if v == "1" else "off") if cond.kind == "binary" else v
             labels_text.append(f"{cond.name}={state}")

@@ -29,6 +29,7 @@ from facediff.viz.plotting import pyplot
 
 if TYPE_CHECKING:
     from facediff.api import FaceModel
+    from facediff.diffusion.samplers import SamplingSettings
 
 CELL_IN = 1.25  # inches per image cell in the static figures
 DPI = 100
@@ -235,25 +236,22 @@ class ReverseChain:
         return f"Reverse process: {self.sampler}, {self.n_steps} steps, seed {self.seed}{extra}"
 
 
-def capture_chain(model: FaceModel, n: int = 2, seed: int = 0, sampler: str | None = None,
-                  steps: int | None = None, attrs: Sequence[str] = (),
-                  guidance: float | None = None) -> ReverseChain:
+def capture_chain(model: FaceModel, n: int = 2, *, settings: SamplingSettings | None = None,
+                  attrs: Sequence[str] = ()) -> ReverseChain:
     """Sample ``n`` images and keep x_t and the predicted x_0 after every network evaluation
     (Heun evaluates twice per step, so it reports 2N-1 of them)."""
-    s = model.config.sample
-    sampler = sampler or s.sampler
-    steps = steps or s.steps
+    s = model.settings(settings, batch_size=n)
     captured: list[ChainStep] = []
 
     def keep(i: int, total: int, t: torch.Tensor, xt: torch.Tensor, x0: torch.Tensor) -> None:
         captured.append(ChainStep(i, total, float(t), model_to_uint8(xt.cpu()).numpy(),
                                   model_to_uint8(x0.cpu()).numpy()))
 
-    images = model.sample_tensor(n, steps, sampler, seed=seed, batch_size=n, callback=keep,
-                                 attrs=list(attrs), guidance=guidance).numpy()
-    shown_guidance = guidance if guidance is not None else (s.guidance if attrs else None)
-    return ReverseChain(captured, images, sampler, steps, seed, list(attrs), shown_guidance,
-                        model.source)
+    images = model.sample_tensor(n, settings=s, callback=keep, attrs=list(attrs)).numpy()
+    asked = settings is not None and settings.guidance is not None
+    shown_guidance = s.guidance if attrs or asked else None
+    return ReverseChain(captured, images, s.sampler, s.steps, s.seed, list(attrs),
+                        shown_guidance, model.source)
 
 
 def reverse_figure(chain: ReverseChain, path: str | Path, show: int = 8) -> Path:

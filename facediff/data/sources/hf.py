@@ -9,7 +9,7 @@ that ``decode_records`` counts and skips. Label columns become conditions:
 * an int column whose values are all in {0, 1} (or {-1, 1}, -1 = off): binary;
 * a string column with at most 100 distinct values: categorical, values sorted.
 
-Missing values are -1. ``datasets`` is imported only when this source is used.
+Missing values are UNSPECIFIED (-1). ``datasets`` is imported only when this source is used.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from facediff.data.conditions import Condition, ConditionSpec
+from facediff.data.conditions import UNSPECIFIED, Condition, ConditionSpec
 from facediff.data.records import Records
 from facediff.errors import DataError
 
@@ -274,11 +274,13 @@ def _column(ds: Any, col: str) -> Any:
 def _to_codes(arr: Any) -> np.ndarray:
     import pyarrow.compute as pc
 
-    return np.array(pc.fill_null(arr, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
+    return np.array(pc.fill_null(arr, UNSPECIFIED).to_numpy(zero_copy_only=False),
+                    dtype=np.int64)
 
 
 def _analyse(ds: Any, col: str) -> tuple[Condition | None, np.ndarray | None, str]:
-    """A column's condition and codes (int64, -1 = unknown), or None and why it cannot be one."""
+    """A column's condition and codes (int64, UNSPECIFIED = unknown), or None and why it
+    cannot be one."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -288,7 +290,7 @@ def _analyse(ds: Any, col: str) -> tuple[Condition | None, np.ndarray | None, st
     if isinstance(f, datasets.ClassLabel):
         names = [str(n) for n in f.names]
         codes = _to_codes(_column(ds, col))
-        codes[(codes < 0) | (codes >= len(names))] = -1
+        codes[(codes < 0) | (codes >= len(names))] = UNSPECIFIED
         return Condition(col, "categorical", names), codes, ""
     if tname == "bool":
         codes = _to_codes(pc.cast(_column(ds, col), pa.int8()))
@@ -303,7 +305,8 @@ def _analyse(ds: Any, col: str) -> tuple[Condition | None, np.ndarray | None, st
         if seen <= {-1, 1}:
             codes = _to_codes(arr)  # -1 is "off" here, so read nulls separately
             valid = np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
-            return Condition(col), np.where(valid, (codes == 1).astype(np.int64), -1), ""
+            on = (codes == 1).astype(np.int64)
+            return Condition(col), np.where(valid, on, UNSPECIFIED), ""
         return None, None, "int column with values other than 0/1 (or -1/1)"
     if tname in ("string", "large_string"):
         arr = _column(ds, col)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from facediff.data.conditions import MISSING, Condition, ConditionSpec
+from facediff.data.conditions import UNSPECIFIED, Condition, ConditionSpec
 from facediff.data.records import Records
 from facediff.data.sources.folder import files_fingerprint, find_images
 from facediff.errors import DataError
@@ -97,7 +97,7 @@ def column_condition(name: str, cells: Sequence[str]) -> Condition | None:
 
 
 def encode_column(cond: Condition, cells: Sequence[str]) -> np.ndarray:
-    out = np.full(len(cells), MISSING, dtype=np.int16)
+    out = np.full(len(cells), UNSPECIFIED, dtype=np.int16)
     for i, c in enumerate(cells):
         if c != "":
             out[i] = cond.index_of(c)

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from facediff.config import DataConfig
-from facediff.data.conditions import MISSING, Condition, ConditionSpec
+from facediff.data.conditions import UNSPECIFIED, Condition, ConditionSpec
 from facediff.data.records import Records
 from facediff.data.sources.folder import (
     IMAGE_EXTENSIONS,
@@ -97,14 +97,14 @@ def utkface_records(cfg: DataConfig) -> Records:
             partial.append(p.name)
             for key, v in zip(unknown, parsed, strict=True):
                 unknown[key] += v is None
-        age_idx = MISSING
+        age_idx = UNSPECIFIED
         if age is not None:
             age_idx = int(np.searchsorted(edges, age, side="right")) - 1
             if age_idx < 0:
                 young.append(p.name)
-                age_idx = MISSING
-        rows.append([age_idx, MISSING if gender is None else gender,
-                     MISSING if race is None else race])
+                age_idx = UNSPECIFIED
+        rows.append([age_idx, UNSPECIFIED if gender is None else gender,
+                     UNSPECIFIED if race is None else race])
         kept.append(p)
     notes = []
     if bad:

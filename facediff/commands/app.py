@@ -1,22 +1,22 @@
-"""The ``facediff app`` command."""
+"""``facediff app``: serve the web page (Gradio) to generate, interpolate and edit faces."""
 
 from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Callable
 
+from facediff.commands.arguments import Commands, add_device, positive
 from facediff.errors import FacediffError
 
+NAME = "app"
 log = logging.getLogger("facediff")
 
 
-def add_parser(add: Callable[[str, str], argparse.ArgumentParser],
-               positive: Callable[[str], Callable[[str], int]]) -> None:
-    a = add("app", "serve a web page to generate, interpolate and edit faces (Gradio)")
+def add_parser(commands: Commands) -> None:
+    a = commands.add(NAME, "serve a web page to generate, interpolate and edit faces (Gradio)")
     a.add_argument("model", nargs="?", help="model dir, run dir or bundled model name "
                                             "(default: the bundled attribute model)")
-    a.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda")
+    add_device(a)
     a.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (0.0.0.0: reachable from other machines)")
     a.add_argument("--port", type=positive("--port"), default=7860)
@@ -29,7 +29,10 @@ def add_parser(add: Callable[[str, str], argparse.ArgumentParser],
                    help="requests waiting beyond this are turned away with a message")
 
 
-def cmd_app(args: argparse.Namespace, device: object) -> int:
+def run(args: argparse.Namespace) -> int:
+    from facediff.device import resolve_device
+
+    device = resolve_device(args.device)
     try:
         from facediff.app.ui import launch
     except ImportError as e:
@@ -40,9 +43,10 @@ def cmd_app(args: argparse.Namespace, device: object) -> int:
     from facediff.api import load
     from facediff.app.logic import Limits, Session
 
-    model = load(args.model, device=device, conditional=True)  # type: ignore[arg-type]
+    model = load(args.model, device=device, conditional=True)
     session = Session(model, Limits(max_images=args.max_images, max_steps=args.max_steps))
     log.info("serving %s on http://%s:%d (Ctrl+C to stop)", session.summary(), args.host,
              args.port)
-    launch(session, args.host, args.port, args.share, args.queue_size)
+    launch(session, host=args.host, port=args.port, share=args.share,
+           queue_size=args.queue_size)
     return 0

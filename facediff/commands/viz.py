@@ -1,14 +1,21 @@
-"""The ``facediff viz`` commands: forward, reverse, progress and loss figures."""
+"""``facediff viz``: figures of the forward and reverse process and of training runs."""
 
 from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from facediff.assets import MODEL_HELP
+from facediff.commands.arguments import (
+    Commands,
+    add_device,
+    add_progress,
+    add_sampling,
+    positive,
+    sampling_settings,
+)
 from facediff.config import DiffusionConfig
 from facediff.errors import FacediffError
 
@@ -17,22 +24,21 @@ if TYPE_CHECKING:
 
     Frames = tuple[list[Image.Image], list[int]]
 
+NAME = "viz"
 log = logging.getLogger("facediff")
 
 
-def add_parsers(add: Callable[[str, str], argparse.ArgumentParser],
-                positive: Callable[[str], Callable[[str], int]],
-                common: argparse.ArgumentParser) -> None:
-    v = add("viz", "figures of the diffusion process and of training runs")
-    vsub = v.add_subparsers(dest="viz_command", required=True, parser_class=type(v))
+def _animation(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--animation", choices=["gif", "mp4", "none"], default="gif",
+                   help="also write an animation beside --out (default gif; mp4 needs "
+                        "imageio-ffmpeg)")
 
-    def animation(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--animation", choices=["gif", "mp4", "none"], default="gif",
-                       help="also write an animation beside --out (default gif; mp4 needs "
-                            "imageio-ffmpeg)")
 
-    f = vsub.add_parser("forward", parents=[common],
-                        help="the forward noising process on dataset images")
+def add_parser(commands: Commands) -> None:
+    v = commands.add(NAME, "figures of the diffusion process and of training runs")
+    sub = commands.nested(v, "viz_command")
+
+    f = sub.add("forward", "the forward noising process on dataset images")
     f.add_argument("data", help="image folder, CelebA dir, MNIST dir, HF dataset or name")
     f.add_argument("--t", default="0,50,100,200,400,999",
                    help="comma-separated timesteps, one column each (default 0,50,100,200,400,999)")
@@ -45,34 +51,29 @@ def add_parsers(add: Callable[[str, str], argparse.ArgumentParser],
     f.add_argument("--model", help="take the schedule and image size from this model instead")
     f.add_argument("--seed", type=int, default=0, help="picks the images and the noise")
     f.add_argument("--out", default="forward.png", help="figure PNG to write")
-    animation(f)
-    f.add_argument("--no-progress", action="store_true")
+    _animation(f)
+    add_progress(f)
 
-    r = vsub.add_parser("reverse", parents=[common],
-                        help="the reverse (denoising) chain of a model: x_t and predicted x_0")
+    r = sub.add("reverse", "the reverse (denoising) chain of a model: x_t and predicted x_0")
     r.add_argument("model", nargs="?", help=MODEL_HELP)
     r.add_argument("--n", type=positive("--n"), default=2, help="images (default 2)")
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--sampler", default="ddim", help="ddpm, ddim, dpmpp, unipc, euler or heun")
-    r.add_argument("--steps", type=positive("--steps"), default=50)
+    add_sampling(r, sampler="ddim", steps=50)
     r.add_argument("--show", type=positive("--show"), default=8,
                    help="steps shown in the figure, spread over the run (default 8)")
     r.add_argument("--attr", action="append", default=[], metavar="NAME=VALUE",
                    help="fix an attribute (conditional models), e.g. Smiling=1")
-    r.add_argument("--guidance", type=float, help="classifier-free guidance scale")
-    r.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    add_device(r)
     r.add_argument("--out", default="reverse.png", help="figure PNG to write")
-    animation(r)
+    _animation(r)
 
-    p = vsub.add_parser("progress", parents=[common],
-                        help="a run's fixed-noise sample grids over training")
+    p = sub.add("progress", "a run's fixed-noise sample grids over training")
     p.add_argument("run", help="run dir (with samples/step-*.png)")
     p.add_argument("--max-frames", type=positive("--max-frames"), default=8,
                    help="grids in the figure, evenly spread (default 8)")
     p.add_argument("--out", default="progress.png", help="figure PNG to write")
-    animation(p)
+    _animation(p)
 
-    lo = vsub.add_parser("loss", parents=[common], help="a run's loss, learning rate and FID")
+    lo = sub.add("loss", "a run's loss, learning rate and FID")
     lo.add_argument("run", help="run dir (with logs/metrics.csv)")
     lo.add_argument("--smooth", type=float, default=0.9,
                     help="smoothing of the training loss, 0 (none) to <1, like TensorBoard's "
@@ -80,7 +81,7 @@ def add_parsers(add: Callable[[str, str], argparse.ArgumentParser],
     lo.add_argument("--out", default="loss.png", help="figure PNG to write")
 
 
-def cmd_viz(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from facediff.viz.animation import animation_path, check_format, save_animation
 
     fmt = getattr(args, "animation", "none")
@@ -147,16 +148,12 @@ def _forward(args: argparse.Namespace, animate: bool) -> tuple[Frames | None, st
 
 def _reverse(args: argparse.Namespace, animate: bool) -> tuple[Frames | None, str]:
     from facediff.api import load
-    from facediff.cli import _device
-    from facediff.diffusion.sampling import SAMPLERS
+    from facediff.device import resolve_device
     from facediff.viz.process import capture_chain, reverse_figure, reverse_frames
 
-    if args.sampler not in SAMPLERS:  # before loading the model
-        raise FacediffError(f"unknown sampler {args.sampler!r}; choose from "
-                            f"{', '.join(SAMPLERS)}")
-    model = load(args.model, device=_device(args.device), conditional=bool(args.attr))
-    chain = capture_chain(model, args.n, args.seed, args.sampler, args.steps, args.attr,
-                          args.guidance)
+    settings = sampling_settings(args)  # an unknown sampler: before loading the model
+    model = load(args.model, device=resolve_device(args.device), conditional=bool(args.attr))
+    chain = capture_chain(model, args.n, settings=settings, attrs=args.attr)
     reverse_figure(chain, args.out, args.show)
     frames = reverse_frames(chain) if animate else None
     return frames, f"{chain.title()}, model {model.source}"
