@@ -6,8 +6,6 @@ import torch
 
 from facediff.errors import FacediffError
 
-DEVICE_HELP = "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps"
-
 
 def default_device() -> torch.device:
     if torch.cuda.is_available():

@@ -12,7 +12,8 @@ from tests.conftest import tiny_config
 
 def _save(run: Path, step: int, keep: int = 3) -> Path:
     w = {"w": torch.full((2,), float(step))}
-    return ck.save_checkpoint(run, step, tiny_config(), w, w, {"step": step}, keep=keep)
+    return ck.save_checkpoint(run, step, tiny_config(), model_state=w, ema_state=w,
+                              train_state={"step": step}, keep=keep)
 
 
 def test_keeps_the_last_k(tmp_path: Path):

@@ -109,9 +109,9 @@ def test_dropout_paths(labelled, tmp_path: Path, cond_drop: float, attr_drop: fl
     seen = []
     real = tr.objective.loss
 
-    def spy(model, x0, noise, t, labels=None):
+    def spy(net, x0, noise, t, *, labels=None):
         seen.append(labels.clone())
-        return real(model, x0, noise, t, labels)
+        return real(net, x0, noise, t, labels=labels)
 
     tr.objective.loss = spy
     tr.train_step()

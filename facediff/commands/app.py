@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
-from facediff.commands.arguments import Commands, add_device, positive
+from facediff.commands import arguments as shared
+from facediff.commands.arguments import Commands
 from facediff.errors import FacediffError
 
 NAME = "app"
@@ -16,16 +17,16 @@ def add_parser(commands: Commands) -> None:
     a = commands.add(NAME, "serve a web page to generate, interpolate and edit faces (Gradio)")
     a.add_argument("model", nargs="?", help="model dir, run dir or bundled model name "
                                             "(default: the bundled attribute model)")
-    add_device(a)
+    shared.add_device(a)
     a.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (0.0.0.0: reachable from other machines)")
-    a.add_argument("--port", type=positive("--port"), default=7860)
+    a.add_argument("--port", type=shared.positive("--port"), default=7860)
     a.add_argument("--share", action="store_true", help="also open a public gradio.live link")
-    a.add_argument("--max-images", type=positive("--max-images"), default=36,
+    a.add_argument("--max-images", type=shared.positive("--max-images"), default=36,
                    help="most images per request")
-    a.add_argument("--max-steps", type=positive("--max-steps"), default=250,
+    a.add_argument("--max-steps", type=shared.positive("--max-steps"), default=250,
                    help="most sampling steps per request")
-    a.add_argument("--queue-size", type=positive("--queue-size"), default=16,
+    a.add_argument("--queue-size", type=shared.positive("--queue-size"), default=16,
                    help="requests waiting beyond this are turned away with a message")
 
 

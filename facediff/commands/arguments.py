@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
-from facediff.device import DEVICE_HELP
 from facediff.diffusion.samplers import SAMPLERS, SamplingSettings, sampler_names, unknown_sampler
 from facediff.errors import FacediffError
 
+if TYPE_CHECKING:
+    from facediff.api import FaceModel
+
+DEVICE_HELP = "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps"
 SAMPLING_FLAGS = ("sampler", "steps", "seed", "eta", "guidance", "guidance_rescale")
 
 
@@ -76,8 +79,23 @@ def names(text: str) -> list[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
 
 
+def add_attr(p: argparse.ArgumentParser,
+             help: str = "fix an attribute (conditional models), e.g. Smiling=1") -> None:
+    """``--attr NAME=VALUE``, repeatable."""
+    p.add_argument("--attr", action="append", default=[], metavar="NAME=VALUE", help=help)
+
+
 def add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
+
+
+def load_model(args: argparse.Namespace, *, conditional: bool = False) -> FaceModel:
+    """The model ``args.model`` names (a path or a bundled name; None: the bundled face
+    model, or with ``conditional`` the attribute model) on ``args.device``."""
+    from facediff.api import load
+    from facediff.device import resolve_device
+
+    return load(args.model, device=resolve_device(args.device), conditional=conditional)
 
 
 def add_progress(p: argparse.ArgumentParser, help: str | None = None) -> None:

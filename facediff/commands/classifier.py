@@ -9,11 +9,9 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-from facediff.commands.arguments import Commands, add_progress, names, positive
+from facediff.commands import arguments as shared
+from facediff.commands.arguments import Commands
 from facediff.config import DataConfig
-from facediff.data.conditions import UNSPECIFIED
 from facediff.errors import FacediffError
 
 if TYPE_CHECKING:
@@ -26,18 +24,19 @@ log = logging.getLogger("facediff")
 def add_parser(commands: Commands) -> None:
     c = commands.add(NAME, "attribute classifier for measuring control accuracy")
     sub = commands.nested(c, "classifier_command")
-    t = sub.add("train", "train on a labelled dataset; report held-out accuracy")
-    t.add_argument("data", help="labelled dataset (CelebA dir, UTKFace, MNIST, folder+labels)")
-    t.add_argument("--out", required=True, help="classifier dir to write")
-    t.add_argument("--labels", help="labels file for an image folder")
-    t.add_argument("--conditions", type=names, help="comma-separated conditions (default all)")
-    t.add_argument("--size", type=positive("--size"), default=64, help="image size (64)")
-    t.add_argument("--epochs", type=positive("--epochs"), default=15)
-    t.add_argument("--batch-size", type=positive("--batch-size"), default=128)
-    t.add_argument("--holdout", type=float, default=0.1,
+    tr = sub.add("train", "train on a labelled dataset; report held-out accuracy")
+    tr.add_argument("data", help="labelled dataset (CelebA dir, UTKFace, MNIST, folder+labels)")
+    tr.add_argument("--out", required=True, help="classifier dir to write")
+    tr.add_argument("--labels", help="labels file for an image folder")
+    tr.add_argument("--conditions", type=shared.names,
+                    help="comma-separated conditions (default all)")
+    tr.add_argument("--size", type=shared.positive("--size"), default=64, help="image size (64)")
+    tr.add_argument("--epochs", type=shared.positive("--epochs"), default=15)
+    tr.add_argument("--batch-size", type=shared.positive("--batch-size"), default=128)
+    tr.add_argument("--holdout", type=float, default=0.1,
                    help="held-out fraction where the dataset has no official test split")
-    t.add_argument("--seed", type=int, default=0)
-    add_progress(t)
+    tr.add_argument("--seed", type=int, default=0)
+    shared.add_progress(tr)
 
     v = sub.add("test", "score a trained classifier on labelled images: accuracy, "
                         "balanced accuracy (the yardstick for eval's control accuracy)")
@@ -45,7 +44,7 @@ def add_parser(commands: Commands) -> None:
     v.add_argument("data", help="labelled dataset (CelebA dir, UTKFace, MNIST, folder+labels)")
     v.add_argument("--split", help="CelebA: train/val/test (default test); HF: a split name")
     v.add_argument("--labels", help="labels file for an image folder")
-    add_progress(v)
+    shared.add_progress(v)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _classifier_sets(args: argparse.Namespace) -> tuple[ImageSet, ImageSet, str]:
     """(train set, held-out set, how it was split)."""
+    import numpy as np
+
     from facediff.data import load_data
     from facediff.data.sources import detect_source
 
@@ -84,6 +85,8 @@ def _classifier_sets(args: argparse.Namespace) -> tuple[ImageSet, ImageSet, str]
 
 
 def _print_scores(scores: dict[str, dict[str, float]], tested: dict[str, int]) -> None:
+    import numpy as np
+
     print("| condition | accuracy | balanced accuracy | majority baseline | tested |")
     print("|---|---|---|---|---|")
     for name, n in tested.items():
@@ -98,6 +101,7 @@ def _print_scores(scores: dict[str, dict[str, float]], tested: dict[str, int]) -
 
 
 def _train(args: argparse.Namespace) -> int:
+    from facediff.data.conditions import UNSPECIFIED
     from facediff.eval.classifier import save_classifier, train_classifier
 
     tr, te, how = _classifier_sets(args)
@@ -117,6 +121,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _test(args: argparse.Namespace) -> int:
     from facediff.data import load_data
+    from facediff.data.conditions import UNSPECIFIED
     from facediff.data.sources import detect_source
     from facediff.eval.classifier import load_classifier, score_classifier
     from facediff.eval.evaluate import map_labels

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from facediff.commands.arguments import Commands, add_progress, names, positive
+from facediff.commands import arguments as shared
+from facediff.commands.arguments import Commands
 
 NAME = "data"
 SOURCES = ["auto", "folder", "celeba", "hf", "utkface", "mnist"]
@@ -16,20 +17,20 @@ def add_parser(commands: Commands) -> None:
     sub = commands.nested(d, "data_command")
     syn = sub.add("synth", "draw a folder of cartoon faces (no download needed)")
     syn.add_argument("--out", required=True)
-    syn.add_argument("--n", type=positive("--n"), default=512)
-    syn.add_argument("--size", type=positive("--size"), default=64)
+    syn.add_argument("--n", type=shared.positive("--n"), default=512)
+    syn.add_argument("--size", type=shared.positive("--size"), default=64)
     syn.add_argument("--seed", type=int, default=0)
     ins = sub.add("inspect", "summarise a dataset: source, sizes, labels; write a grid")
     ins.add_argument("path", help="image folder, CelebA dir, MNIST dir, HF dataset or name")
     ins.add_argument("--source", default="auto", choices=SOURCES)
     ins.add_argument("--labels", help="labels file (CSV/TSV/JSON) for an image folder")
-    ins.add_argument("--conditions", type=names, help="comma-separated label columns to use")
+    ins.add_argument("--conditions", type=shared.names, help="comma-separated label columns to use")
     ins.add_argument("--split", help="CelebA: train/val/test; HF: a split name")
-    ins.add_argument("--size", type=positive("--size"), default=64, help="grid image size")
+    ins.add_argument("--size", type=shared.positive("--size"), default=64, help="grid image size")
     ins.add_argument("--grid", default="dataset_grid.png", help="grid PNG to write")
-    ins.add_argument("--n", type=positive("--n"), default=64, help="images in the grid")
+    ins.add_argument("--n", type=shared.positive("--n"), default=64, help="images in the grid")
     ins.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
-    add_progress(ins)
+    shared.add_progress(ins)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from facediff.commands.arguments import Commands, add_device, add_sampling, sampling_settings
+from facediff.commands import arguments as shared
+from facediff.commands.arguments import Commands
 from facediff.errors import FacediffError
 
 NAME = "edit"
@@ -16,34 +17,31 @@ def add_parser(commands: Commands) -> None:
     ed.add_argument("photo", help="a face photo (centre-cropped and resized to the model)")
     ed.add_argument("--model", help="a conditional model: dir or bundled name (default: "
                                      "the bundled attribute model)")
-    ed.add_argument("--attr", action="append", default=[], metavar="NAME=VALUE",
-                    help="attributes to set, e.g. Eyeglasses=1")
+    shared.add_attr(ed, "attributes to set, e.g. Eyeglasses=1")
     ed.add_argument("--from-attr", action="append", default=[], metavar="NAME=VALUE",
                     help="the photo's own attributes (default: unspecified)")
     ed.add_argument("--method", choices=["ddim", "sdedit"], default="ddim",
                     help="ddim: invert then regenerate; sdedit: noise to --strength, denoise")
     ed.add_argument("--strength", type=float, default=0.6, help="sdedit: 0..1")
     # editing always runs deterministic DDIM: no --sampler or --eta
-    add_sampling(ed, flags=("steps", "seed", "guidance", "guidance_rescale"), steps=50,
+    shared.add_sampling(ed, flags=("steps", "seed", "guidance", "guidance_rescale"), steps=50,
                  guidance=3.0)
     ed.add_argument("--out", default="edit.png", help="before | after PNG to write")
-    add_device(ed)
+    shared.add_device(ed)
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from facediff.api import load
     from facediff.data.conditions import UNSPECIFIED
     from facediff.data.transforms import model_to_uint8
-    from facediff.device import resolve_device
     from facediff.diffusion.editing import edit_photo, edit_settings, load_photo
     from facediff.viz.grid import make_grid
 
     if not args.attr:
         raise FacediffError("give at least one --attr NAME=VALUE to change")
-    model = load(args.model, device=resolve_device(args.device), conditional=True)
-    settings = edit_settings(model, sampling_settings(args))
+    model = shared.load_model(args, conditional=True)
+    settings = edit_settings(model, shared.sampling_settings(args))
     photo = load_photo(args.photo, model).to(model.device)
     src = model.labels(args.from_attr)
     dst = src.clone()

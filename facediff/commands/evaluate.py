@@ -9,17 +9,8 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from facediff.commands.arguments import (
-    Commands,
-    add_device,
-    add_progress,
-    add_sampling,
-    check_sampler,
-    names,
-    number_list,
-    positive,
-    sampling_settings,
-)
+from facediff.commands import arguments as shared
+from facediff.commands.arguments import Commands
 from facediff.config import DataConfig
 from facediff.errors import FacediffError
 
@@ -40,33 +31,33 @@ def add_parser(commands: Commands) -> None:
     e.add_argument("--ref", help="reference dataset (default: the model's training data)")
     e.add_argument("--ref-split", help="reference split (CelebA: train/val/test; default: the "
                                        "model's training split, or all)")
-    e.add_argument("--ref-n", type=positive("--ref-n"),
+    e.add_argument("--ref-n", type=shared.positive("--ref-n"),
                    help="reference images to use (default: all)")
-    e.add_argument("--n", type=positive("--n"),
+    e.add_argument("--n", type=shared.positive("--n"),
                    help="images to generate (default 10000) or, with --images, to use "
                         "(default: all)")
-    add_sampling(e, batch_size=64)
+    shared.add_sampling(e, batch_size=64)
     e.add_argument("--cond", choices=["ref", "none"], default="ref",
                    help="conditional models: draw conditions from the reference's labels "
                         "(ref) or leave them unspecified (none)")
-    e.add_argument("--sweep-steps", type=number_list(int, 1, "5,10,20"), metavar="5,10,20",
+    e.add_argument("--sweep-steps", type=shared.number_list(int, 1, "5,10,20"), metavar="5,10,20",
                    help="evaluate at each of these step counts")
-    e.add_argument("--samplers", type=names, metavar="ddim,dpmpp",
+    e.add_argument("--samplers", type=shared.names, metavar="ddim,dpmpp",
                    help="evaluate each of these samplers")
-    e.add_argument("--sweep-guidance", type=number_list(float, 0, "1,2,3"), metavar="1,2,3",
+    e.add_argument("--sweep-guidance", type=shared.number_list(float, 0, "1,2,3"), metavar="1,2,3",
                    help="evaluate at each guidance scale (FID against control accuracy)")
     e.add_argument("--classifier", help="attribute classifier dir (facediff classifier "
                                         "train) to measure control accuracy")
-    e.add_argument("--size", type=positive("--size"),
+    e.add_argument("--size", type=shared.positive("--size"),
                    help="--images: resolution to compare at (default: the images' own)")
     e.add_argument("--inception", help="another TorchScript feature network file")
-    e.add_argument("--kid-subset", type=positive("--kid-subset"), default=1000,
+    e.add_argument("--kid-subset", type=shared.positive("--kid-subset"), default=1000,
                    help="KID subset size (default 1000, or fewer if fewer images)")
     e.add_argument("--out", help="write results.{csv,md,json} (and sweep plots) here")
     e.add_argument("--save-samples", action="store_true",
                    help="also save the generated images under --out")
-    add_device(e)
-    add_progress(e)
+    shared.add_device(e)
+    shared.add_progress(e)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -84,9 +75,9 @@ def run(args: argparse.Namespace) -> int:
     if args.images and (args.sweep_steps or args.samplers or args.sweep_guidance
                         or args.classifier):
         raise FacediffError("sweeps and --classifier need a MODEL, not --images")
-    settings = sampling_settings(args)
+    settings = shared.sampling_settings(args)
     for name in args.samplers or []:
-        check_sampler(name)
+        shared.check_sampler(name)
     device = resolve_device(args.device)
 
     # Load the model (or find the folder's size) and the reference features.

@@ -6,13 +6,8 @@ import argparse
 from pathlib import Path
 
 from facediff.assets import MODEL_HELP
-from facediff.commands.arguments import (
-    Commands,
-    add_device,
-    add_sampling,
-    positive,
-    sampling_settings,
-)
+from facediff.commands import arguments as shared
+from facediff.commands.arguments import Commands
 from facediff.errors import FacediffError
 
 NAME = "interpolate"
@@ -26,25 +21,21 @@ def add_parser(commands: Commands) -> None:
                     help="instead: fix the noise and sweep this attribute from off to on")
     it.add_argument("--from", dest="value_from", help="--sweep: start value (default off)")
     it.add_argument("--to", dest="value_to", help="--sweep: end value (default on)")
-    it.add_argument("--rows", type=positive("--rows"), default=4,
+    it.add_argument("--rows", type=shared.positive("--rows"), default=4,
                     help="--sweep: one row per seed, from --seed")
-    it.add_argument("--frames", type=positive("--frames"), default=8)
-    it.add_argument("--attr", action="append", default=[], metavar="NAME=VALUE",
-                    help="attributes held fixed (conditional models)")
-    add_sampling(it)
+    it.add_argument("--frames", type=shared.positive("--frames"), default=8)
+    shared.add_attr(it, "attributes held fixed (conditional models)")
+    shared.add_sampling(it)
     it.add_argument("--out", default="interpolation.png", help="grid PNG to write")
-    add_device(it)
+    shared.add_device(it)
 
 
 def run(args: argparse.Namespace) -> int:
-    from facediff.api import load
-    from facediff.device import resolve_device
     from facediff.diffusion.editing import interpolate_attribute, interpolate_seeds
     from facediff.viz.grid import make_grid
 
-    settings = sampling_settings(args)
-    model = load(args.model, device=resolve_device(args.device),
-                 conditional=bool(args.sweep or args.attr))
+    settings = shared.sampling_settings(args)
+    model = shared.load_model(args, conditional=bool(args.sweep or args.attr))
     if args.sweep:
         imgs = interpolate_attribute(model, args.sweep, args.frames, rows=args.rows,
                                      value_from=args.value_from, value_to=args.value_to,

@@ -6,15 +6,8 @@ import argparse
 from pathlib import Path
 
 from facediff.assets import MODEL_HELP
-from facediff.commands.arguments import (
-    Commands,
-    add_device,
-    add_progress,
-    add_sampling,
-    names,
-    positive,
-    sampling_settings,
-)
+from facediff.commands import arguments as shared
+from facediff.commands.arguments import Commands
 
 NAME = "sample"
 
@@ -22,33 +15,28 @@ NAME = "sample"
 def add_parser(commands: Commands) -> None:
     s = commands.add(NAME, "generate images from a trained model")
     s.add_argument("model", nargs="?", help=MODEL_HELP + " or --attr-grid")
-    s.add_argument("--n", type=positive("--n"), default=16, help="number of images")
+    s.add_argument("--n", type=shared.positive("--n"), default=16, help="number of images")
     s.add_argument("--out", default="samples", help="output folder (default: samples)")
-    s.add_argument("--attr", action="append", default=[], metavar="NAME=VALUE",
-                   help="fix an attribute (conditional models), e.g. Smiling=1, race=Asian")
+    shared.add_attr(s, "fix an attribute (conditional models), e.g. Smiling=1, race=Asian")
     s.add_argument("--attr-grid", metavar="NAMES",
                    help="write attr_grid.png: per attribute (comma-separated, or 'all') a row "
                         "off and a row on, one column per seed (--n seeds)")
-    add_sampling(s, batch_size=16)
-    add_device(s)
+    shared.add_sampling(s, batch_size=16)
+    shared.add_device(s)
     s.add_argument("--no-grid", action="store_true", help="do not write grid.png")
-    add_progress(s)
+    shared.add_progress(s)
 
 
 def run(args: argparse.Namespace) -> int:
-    from facediff.api import load
-    from facediff.device import resolve_device
-
-    settings = sampling_settings(args)
-    model = load(args.model, device=resolve_device(args.device),
-                 conditional=bool(args.attr or args.attr_grid))
+    settings = shared.sampling_settings(args)
+    model = shared.load_model(args, conditional=bool(args.attr or args.attr_grid))
     out = Path(args.out)
     if args.attr_grid:
         from facediff.viz.attributes import attribute_grid
 
-        grid = attribute_grid(model, None if args.attr_grid == "all" else names(args.attr_grid),
-                              n_seeds=args.n, settings=settings, base_attrs=args.attr,
-                              progress=not args.no_progress)
+        which = None if args.attr_grid == "all" else shared.names(args.attr_grid)
+        grid = attribute_grid(model, which, n_seeds=args.n, settings=settings,
+                              base_attrs=args.attr, progress=not args.no_progress)
         out.mkdir(parents=True, exist_ok=True)
         grid.save(out / "attr_grid.png")
         print(f"wrote {out / 'attr_grid.png'}")

@@ -6,7 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from facediff.commands.arguments import Commands, add_progress, positive
+from facediff.commands import arguments as shared
+from facediff.commands.arguments import Commands
 from facediff.config import Config
 
 NAME = "train"
@@ -21,21 +22,21 @@ _DONE = {
 
 
 def add_parser(commands: Commands) -> None:
-    t = commands.add(NAME, "train a model (or resume the run in --out)")
-    t.add_argument("--data", help="image folder (recursive; jpg/png/webp/bmp)")
-    t.add_argument("--labels", help="labels file (CSV/TSV/JSON) for an image folder")
-    t.add_argument("--out", required=True, help="run dir; an existing run is resumed")
-    src = t.add_mutually_exclusive_group()
+    p = commands.add(NAME, "train a model (or resume the run in --out)")
+    p.add_argument("--data", help="image folder (recursive; jpg/png/webp/bmp)")
+    p.add_argument("--labels", help="labels file (CSV/TSV/JSON) for an image folder")
+    p.add_argument("--out", required=True, help="run dir; an existing run is resumed")
+    src = p.add_mutually_exclusive_group()
     src.add_argument("--preset", help="preset name (see `facediff config --list`)")
     src.add_argument("--config", help="YAML config file")
-    t.add_argument("--set", dest="overrides", action="append", default=[],
+    p.add_argument("--set", dest="overrides", action="append", default=[],
                    metavar="KEY=VALUE", help="override a config value, e.g. train.lr=2e-4")
-    t.add_argument("--max-steps", type=positive("--max-steps"),
+    p.add_argument("--max-steps", type=shared.positive("--max-steps"),
                    help="shortcut for --set train.max_steps=N")
-    t.add_argument("--time-limit", type=positive("--time-limit", float), metavar="MINUTES",
+    p.add_argument("--time-limit", type=shared.positive("--time-limit", float), metavar="MINUTES",
                    help="stop after this many minutes of training (checkpoint and export "
                         "first); the same command resumes")
-    add_progress(t)
+    shared.add_progress(p)
 
 
 def run(args: argparse.Namespace) -> int:

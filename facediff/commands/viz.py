@@ -8,14 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from facediff.assets import MODEL_HELP
-from facediff.commands.arguments import (
-    Commands,
-    add_device,
-    add_progress,
-    add_sampling,
-    positive,
-    sampling_settings,
-)
+from facediff.commands import arguments as shared
+from facediff.commands.arguments import Commands
 from facediff.config import DiffusionConfig
 from facediff.errors import FacediffError
 
@@ -42,8 +36,8 @@ def add_parser(commands: Commands) -> None:
     f.add_argument("data", help="image folder, CelebA dir, MNIST dir, HF dataset or name")
     f.add_argument("--t", default="0,50,100,200,400,999",
                    help="comma-separated timesteps, one column each (default 0,50,100,200,400,999)")
-    f.add_argument("--n", type=positive("--n"), default=4, help="images (rows; default 4)")
-    f.add_argument("--size", type=positive("--size"), help="image size (default 64)")
+    f.add_argument("--n", type=shared.positive("--n"), default=4, help="images (rows; default 4)")
+    f.add_argument("--size", type=shared.positive("--size"), help="image size (default 64)")
     f.add_argument("--schedule", help="beta schedule: cosine, linear, scaled_linear or "
                                       "sigmoid; comma-separated to compare (default: "
                                       f"{DiffusionConfig().beta_schedule}, as in the default "
@@ -52,23 +46,22 @@ def add_parser(commands: Commands) -> None:
     f.add_argument("--seed", type=int, default=0, help="picks the images and the noise")
     f.add_argument("--out", default="forward.png", help="figure PNG to write")
     _animation(f)
-    add_progress(f)
+    shared.add_progress(f)
 
     r = sub.add("reverse", "the reverse (denoising) chain of a model: x_t and predicted x_0")
     r.add_argument("model", nargs="?", help=MODEL_HELP)
-    r.add_argument("--n", type=positive("--n"), default=2, help="images (default 2)")
-    add_sampling(r, sampler="ddim", steps=50)
-    r.add_argument("--show", type=positive("--show"), default=8,
+    r.add_argument("--n", type=shared.positive("--n"), default=2, help="images (default 2)")
+    shared.add_sampling(r, sampler="ddim", steps=50)
+    r.add_argument("--show", type=shared.positive("--show"), default=8,
                    help="steps shown in the figure, spread over the run (default 8)")
-    r.add_argument("--attr", action="append", default=[], metavar="NAME=VALUE",
-                   help="fix an attribute (conditional models), e.g. Smiling=1")
-    add_device(r)
+    shared.add_attr(r, "fix an attribute (conditional models), e.g. Smiling=1")
+    shared.add_device(r)
     r.add_argument("--out", default="reverse.png", help="figure PNG to write")
     _animation(r)
 
     p = sub.add("progress", "a run's fixed-noise sample grids over training")
     p.add_argument("run", help="run dir (with samples/step-*.png)")
-    p.add_argument("--max-frames", type=positive("--max-frames"), default=8,
+    p.add_argument("--max-frames", type=shared.positive("--max-frames"), default=8,
                    help="grids in the figure, evenly spread (default 8)")
     p.add_argument("--out", default="progress.png", help="figure PNG to write")
     _animation(p)
@@ -140,19 +133,17 @@ def _forward(args: argparse.Namespace, animate: bool) -> tuple[Frames | None, st
     data = DataConfig(path=str(path.resolve()) if path.exists() else args.data,
                       image_size=size, hflip=False)
     images = load_faces(data, args.n, args.seed, progress=not args.no_progress)
-    forward_figure(images, ts, schedules, args.out, args.seed)
-    frames = forward_frames(images, schedules, args.seed) if animate else None
+    forward_figure(images, ts, schedules, args.out, seed=args.seed)
+    frames = forward_frames(images, schedules, seed=args.seed) if animate else None
     return frames, (f"{len(images)} images of {args.data} at t = {','.join(map(str, ts))} "
                     f"({', '.join(schedules)}, seed {args.seed})")
 
 
 def _reverse(args: argparse.Namespace, animate: bool) -> tuple[Frames | None, str]:
-    from facediff.api import load
-    from facediff.device import resolve_device
     from facediff.viz.process import capture_chain, reverse_figure, reverse_frames
 
-    settings = sampling_settings(args)  # an unknown sampler: before loading the model
-    model = load(args.model, device=resolve_device(args.device), conditional=bool(args.attr))
+    settings = shared.sampling_settings(args)  # an unknown sampler: before loading the model
+    model = shared.load_model(args, conditional=bool(args.attr))
     chain = capture_chain(model, args.n, settings=settings, attrs=args.attr)
     reverse_figure(chain, args.out, args.show)
     frames = reverse_frames(chain) if animate else None

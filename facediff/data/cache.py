@@ -108,7 +108,8 @@ def load_cached(records: Records, cfg: DataConfig, progress: bool = True) -> Ima
     if hit is not None:
         log.info("using cached images %s (%d images)", base.with_suffix(".u8"), len(hit))
         return hit
-    data = decode_records(records, cfg.image_size, cfg.channels, cfg.center_crop, progress)
+    data = decode_records(records, cfg.image_size, channels=cfg.channels,
+                          center_crop=cfg.center_crop, progress=progress)
     if cfg.cache:
         try:
             _save(base, data)

@@ -49,7 +49,7 @@ class Report:
         return "\n".join(lines)
 
 
-def inspect_dataset(cfg: DataConfig, grid_path: str | Path | None = None, n_grid: int = 64,
+def inspect_dataset(cfg: DataConfig, grid_path: str | Path | None = None, *, n_grid: int = 64,
                     seed: int = 0, progress: bool = True) -> Report:
     """Decode (or read from the cache) the dataset, and write a grid of random images."""
     data = load_cached(load_records(cfg), cfg, progress)

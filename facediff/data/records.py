@@ -85,6 +85,7 @@ def _decode_one(records: Records, i: int, size: int, channels: int, center_crop:
 def decode_records(
     records: Records,
     image_size: int,
+    *,
     channels: int = 3,
     center_crop: bool = True,
     progress: bool = True,

@@ -46,7 +46,7 @@ def training_scheduler(cfg: DiffusionConfig) -> DDPMScheduler:
 
 
 class DiffusionObjective:
-    """Draws timesteps, noises images and computes the weighted loss of a denoiser."""
+    """Draws timesteps, noises images and computes the weighted loss of a network."""
 
     def __init__(self, cfg: DiffusionConfig) -> None:
         self.cfg = cfg
@@ -82,13 +82,13 @@ class DiffusionObjective:
         return torch.where(snr == 0, torch.ones_like(w), w)
 
     def loss(
-        self, model: torch.nn.Module, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor,
+        self, net: torch.nn.Module, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, *,
         labels: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Weighted MSE of the model's prediction, one value per sample."""
+        """Weighted MSE of the network's prediction, one value per sample."""
         self.scheduler.alphas_cumprod = self.scheduler.alphas_cumprod.to(x0.device)
         xt = self.scheduler.add_noise(x0, noise, t)
-        pred = (model(xt, t) if labels is None else model(xt, t, labels)).sample
+        pred = (net(xt, t) if labels is None else net(xt, t, labels)).sample
         target = self.target(x0, noise, t)
         per_sample = (pred.float() - target.float()).pow(2).mean(dim=(1, 2, 3))
         return per_sample * self.weights(t)

@@ -136,7 +136,7 @@ def sample_features(
 
     hook = model.net.register_forward_hook(count)
     feats, preds = [], []
-    t0 = time.perf_counter()
+    started = time.perf_counter()
     try:
         for start in range(0, n, batch_size):
             batch_start, batch_calls = start, calls
@@ -161,7 +161,7 @@ def sample_features(
         hook.remove()
     return SampleRun(np.concatenate(feats), rows,
                      np.concatenate(preds) if preds else None,
-                     time.perf_counter() - t0, calls / batches)
+                     time.perf_counter() - started, calls / batches)
 
 
 def control_accuracy(spec: ConditionSpec, run: SampleRun) -> dict[str, float]:
@@ -187,7 +187,7 @@ def evaluate_model(
     progress: bool = True,
 ) -> Result:
     """Sample ``n`` images and score them against the reference features."""
-    t0 = time.perf_counter()
+    started = time.perf_counter()
     s = model.settings(settings)
     spec = model.spec
     rows = condition_rows(spec, ref, n, seed=s.seed, mode=cond)
@@ -197,9 +197,9 @@ def evaluate_model(
         "sampler": s.sampler, "steps": s.steps, "nfe": round(run.nfe, 2),
         "cond": cond if len(spec) else "-", "guidance": s.guidance if rows is not None else "-"}
     return Result(score(ref.features, run.features), settings_row,
-                  control_accuracy(spec, run), time.perf_counter() - t0)
+                  control_accuracy(spec, run), time.perf_counter() - started)
 
 
 def evaluate_features(ref: Reference, features: np.ndarray, **settings: object) -> Result:
-    t0 = time.perf_counter()
-    return Result(score(ref.features, features), dict(settings), {}, time.perf_counter() - t0)
+    started = time.perf_counter()
+    return Result(score(ref.features, features), dict(settings), {}, time.perf_counter() - started)

@@ -121,7 +121,7 @@ class InceptionFeatures(nn.Module):
 
 def extract_features(
     images: np.ndarray | torch.Tensor,
-    extractor: FeatureExtractor | Callable[[torch.Tensor], torch.Tensor],
+    extractor: FeatureExtractor | Callable[[torch.Tensor], torch.Tensor], *,
     batch_size: int = 32, progress: bool = True, desc: str = "features",
 ) -> np.ndarray:
     """Features (N, D) float32 of uint8 NHWC images, in batches."""

@@ -33,18 +33,18 @@ class _Given(nn.Module):
         return x
 
 
-def _t(x: np.ndarray | torch.Tensor) -> torch.Tensor:
-    t = torch.as_tensor(x).double()
-    if t.ndim != 2:
-        raise ValueError(f"features must be (N, D), got {tuple(t.shape)}")
-    return t
+def _features(x: np.ndarray | torch.Tensor) -> torch.Tensor:
+    feats = torch.as_tensor(x).double()
+    if feats.ndim != 2:
+        raise ValueError(f"features must be (N, D), got {tuple(feats.shape)}")
+    return feats
 
 
 def frechet_distance(real: np.ndarray | torch.Tensor, fake: np.ndarray | torch.Tensor) -> float:
     """FID between two feature sets (N, D) (torchmetrics' maths, float64)."""
     from torchmetrics.image.fid import FrechetInceptionDistance
 
-    r, f = _t(real), _t(fake)
+    r, f = _features(real), _features(fake)
     if len(r) < 2 or len(f) < 2:
         raise FacediffError("FID needs at least 2 images on each side")
     metric = FrechetInceptionDistance(feature=_Given(r.shape[1])).double()
@@ -54,12 +54,12 @@ def frechet_distance(real: np.ndarray | torch.Tensor, fake: np.ndarray | torch.T
 
 
 def kernel_distance(real: np.ndarray | torch.Tensor, fake: np.ndarray | torch.Tensor,
-                    subsets: int = 100, subset_size: int = 1000,
+                    *, subsets: int = 100, subset_size: int = 1000,
                     seed: int = 0) -> tuple[float, float]:
     """KID (mean, std over ``subsets`` random subsets) with the cubic polynomial kernel."""
     from torchmetrics.image.kid import KernelInceptionDistance
 
-    r, f = _t(real), _t(fake)
+    r, f = _features(real), _features(fake)
     size = min(subset_size, len(r), len(f))
     if size < 2:
         raise FacediffError("KID needs at least 2 images on each side")
@@ -97,7 +97,7 @@ def _covered(points: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor,
 def precision_recall(real: np.ndarray | torch.Tensor, fake: np.ndarray | torch.Tensor,
                      k: int = 3, block: int = 1024) -> tuple[float, float]:
     """Improved precision and recall (Kynkaanniemi et al. 2019) with k-NN manifolds."""
-    r, f = _t(real), _t(fake)
+    r, f = _features(real), _features(fake)
     if min(len(r), len(f)) <= k:
         raise FacediffError(f"precision/recall with k={k} needs more than {k} images per side")
     r_radii = _kth_neighbour_radii(r, k, block)
@@ -129,12 +129,12 @@ class Scores:
                 f"recall {self.recall:.3f}  [{self.n} images vs {self.n_ref} reference]")
 
 
-def score(real: np.ndarray | torch.Tensor, fake: np.ndarray | torch.Tensor, k: int = 3,
+def score(real: np.ndarray | torch.Tensor, fake: np.ndarray | torch.Tensor, *, k: int = 3,
           kid_subsets: int = 100, kid_subset_size: int = 1000) -> Scores:
     """FID, KID and precision/recall of ``fake`` features against ``real`` ones."""
     fid = frechet_distance(real, fake)
     size = min(kid_subset_size, len(real), len(fake))
-    kid, kid_std = kernel_distance(real, fake, kid_subsets, size)
+    kid, kid_std = kernel_distance(real, fake, subsets=kid_subsets, subset_size=size)
     p, r = precision_recall(real, fake, k)
     return Scores(fid, kid, kid_std, p, r, len(fake), len(real), size)
 

@@ -58,7 +58,7 @@ def _load_prefix(path: Path, dim: int) -> np.ndarray:
     return np.zeros((0, dim), np.float32)
 
 
-def reference_features(cfg: DataConfig, extractor: FeatureExtractor, n: int | None = None,
+def reference_features(cfg: DataConfig, extractor: FeatureExtractor, *, n: int | None = None,
                        batch_size: int = 32, progress: bool = True) -> Reference:
     """Features of ``n`` images (default: all) of the dataset ``cfg`` points at."""
     from facediff.data.cache import cache_root, content_digest, load_cached
@@ -84,7 +84,8 @@ def reference_features(cfg: DataConfig, extractor: FeatureExtractor, n: int | No
     while len(have) < want:  # in chunks, each saved: an interrupted run keeps its work
         part = order[len(have):min(want, len(have) + _CHUNK)]
         idx = np.sort(part)  # sorted reads from the memory map, then back to ``part``'s order
-        new = extract_features(data.images[idx], extractor, batch_size, progress,
+        new = extract_features(data.images[idx], extractor, batch_size=batch_size,
+                               progress=progress,
                                desc=f"reference features ({name}, {len(have)}+{len(part)}"
                                     f" of {want})")[np.argsort(np.argsort(part))]
         have = np.concatenate([have, new])

@@ -56,7 +56,7 @@ def plot_fid_vs_nfe(rows: Sequence[dict[str, object]], path: Path, title: str) -
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=sampler)
     ax.set_xscale("log")
     ticks = sorted({float(r["nfe"]) for r in rows})
-    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.set_xticks(ticks, [f"{tick:g}" for tick in ticks])
     ax.minorticks_off()
     ax.set_xlabel("network evaluations per image (NFE)")
     ax.set_ylabel("FID (lower is better)")

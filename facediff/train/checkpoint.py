@@ -80,6 +80,7 @@ def save_checkpoint(
     run_dir: str | Path,
     step: int,
     cfg: Config,
+    *,
     model_state: dict[str, torch.Tensor],
     ema_state: dict[str, torch.Tensor],
     train_state: dict[str, Any],
@@ -120,7 +121,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 # ---- exported models --------------------------------------------------------------------
 
 def export_model(
-    out_dir: str | Path, cfg: Config, ema_state: dict[str, torch.Tensor],
+    out_dir: str | Path, cfg: Config, ema_state: dict[str, torch.Tensor], *,
     dtype: torch.dtype | None = None, step: int | None = None,
 ) -> Path:
     """Write an exported model (config.yaml + weights.safetensors), atomically."""

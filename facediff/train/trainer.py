@@ -325,9 +325,9 @@ class Trainer:
         acc.wait_for_everyone()
         if acc.is_main_process:
             ckpt.save_checkpoint(
-                self.run_dir, self.step, self.cfg, self.net.state_dict(),
-                self.ema.named_state(self.net), self._train_state(),
-                self.cfg.train.keep_checkpoints,
+                self.run_dir, self.step, self.cfg, model_state=self.net.state_dict(),
+                ema_state=self.ema.named_state(self.net), train_state=self._train_state(),
+                keep=self.cfg.train.keep_checkpoints,
             )
         self.saved_step = self.step
         acc.wait_for_everyone()
@@ -416,7 +416,7 @@ class Trainer:
             t = t_all[idx].to(self.device)
             labels = None if self.val_labels is None else self.val_labels[idx.to(self.device)]
             with self.accelerator.autocast():
-                total += self.objective.loss(net, x0, noise, t, labels).double().sum()
+                total += self.objective.loss(net, x0, noise, t, labels=labels).double().sum()
         return float(self.accelerator.reduce(total, "sum")) / n
 
     def _evaluate(self) -> dict[str, Any]:
@@ -528,7 +528,7 @@ class Trainer:
             ts = batch.timesteps[sel].to(self.device, non_blocking=True)
             labels = None if batch.labels is None else batch.labels[sel]
             with acc.accumulate(self.train_net):
-                loss = self.objective.loss(self.train_net, x0, noise, ts, labels).mean()
+                loss = self.objective.loss(self.train_net, x0, noise, ts, labels=labels).mean()
                 acc.backward(loss)
                 if acc.sync_gradients:  # grad_clip <= 0: no clipping, the norm is still logged
                     limit = tc.grad_clip if tc.grad_clip > 0 else float("inf")

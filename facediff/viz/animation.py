@@ -63,7 +63,7 @@ def with_band(img: Image.Image, lines: Sequence[str], size: int = FONT_SIZE,
     return out
 
 
-def tile(cells: Sequence[Sequence[Image.Image]], col_labels: Sequence[str] | None = None,
+def tile(cells: Sequence[Sequence[Image.Image]], *, col_labels: Sequence[str] | None = None,
          row_labels: Sequence[str] | None = None, pad: int = 4,
          size: int = FONT_SIZE) -> Image.Image:
     """Images in rows and columns (all the size of the first), with optional labels above

@@ -136,7 +136,7 @@ def noised(images: np.ndarray, timesteps: Sequence[int], diffusion: DiffusionCon
 
 
 def forward_figure(images: np.ndarray, timesteps: Sequence[int],
-                   schedules: Mapping[str, DiffusionConfig], path: str | Path,
+                   schedules: Mapping[str, DiffusionConfig], path: str | Path, *,
                    seed: int = 0, title: str | None = None) -> Path:
     """Rows: each image (under each schedule, when several); columns: ``timesteps``."""
     plt = pyplot()
@@ -176,7 +176,7 @@ def forward_figure(images: np.ndarray, timesteps: Sequence[int],
     return path
 
 
-def forward_frames(images: np.ndarray, schedules: Mapping[str, DiffusionConfig],
+def forward_frames(images: np.ndarray, schedules: Mapping[str, DiffusionConfig], *,
                    seed: int = 0, n_frames: int = 40,
                    cell: int = 64) -> tuple[list[Image.Image], list[int]]:
     """Animation frames sweeping t from 0 to T-1: a row of the images per schedule, with t,

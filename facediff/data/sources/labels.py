@@ -89,7 +89,7 @@ def column_condition(name: str, cells: Sequence[str]) -> Condition | None:
         return None
     tokens = {c.lower() for c in present}
     binary = Condition(name, "binary")
-    if tokens <= _BINARY_TOKENS and len({binary.index_of(t) for t in tokens}) == len(tokens):
+    if tokens <= _BINARY_TOKENS and len({binary.index_of(tok) for tok in tokens}) == len(tokens):
         return binary  # each value means a different state (not e.g. "0" and "-1")
     if len(present) > _MAX_CATEGORIES:
         return None
@@ -111,7 +111,7 @@ def unknown_name_error(name: str, valid: Sequence[str], what: str = "condition")
 
 
 def build_conditions(
-    header: Sequence[str], rows: Sequence[Sequence[str]], columns: Sequence[str],
+    header: Sequence[str], rows: Sequence[Sequence[str]], columns: Sequence[str], *,
     wanted: Sequence[str] | None, source: str,
 ) -> tuple[ConditionSpec, np.ndarray]:
     """Spec and labels for ``columns`` (or the ``wanted`` subset of them, in that order)."""
@@ -197,7 +197,8 @@ def labeled_folder_records(root: str | Path, labels_path: str | Path,
         raise DataError(f"no image in {r} has a row in {lp} (first row names "
                         f"{rows[0][file_col]!r})")
     kept_rows = [rows[matched[p]] for p in kept]
-    spec, labels = build_conditions(header, kept_rows, label_cols, wanted, str(lp))
+    spec, labels = build_conditions(header, kept_rows, label_cols, wanted=wanted,
+                                    source=str(lp))
     if not len(spec):  # data.conditions=[]: an unconditional model of the labelled images
         spec, labels = None, None
     digest = hashlib.sha256(lp.read_bytes()).digest()
