@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["Config", "FaceModel", "__version__", "load", "train"]
+__all__ = ["Config", "FaceModel", "SamplingSettings", "__version__", "load", "train"]
 
 if TYPE_CHECKING:
     from facediff.api import FaceModel, load
     from facediff.config import Config
+    from facediff.diffusion.samplers import SamplingSettings
     from facediff.train.trainer import train
 
 
@@ -22,6 +23,10 @@ def __getattr__(name: str) -> Any:  # lazy, so `import facediff` and the CLI sta
         from facediff.config import Config
 
         return Config
+    if name == "SamplingSettings":
+        from facediff.diffusion.samplers import SamplingSettings
+
+        return SamplingSettings
     if name == "train":
         from facediff.train.trainer import train
 

@@ -73,15 +73,15 @@ def _names(session: Session) -> list[str]:
 
 def _generate_tab(session: Session) -> None:
     """Generate: settings and attributes on the left, live previews then the grid right."""
-    cfg, lim, names = session.model.config, session.limits, _names(session)
+    defaults, lim, names = session.model.settings(), session.limits, _names(session)
     conditional = bool(names)
     # Lay out the widgets.
     with gr.Tab("Generate"), gr.Row():
         with gr.Column(scale=1, min_width=300):
             n = gr.Number(16, label=f"Number of images (1-{lim.max_images})",
                           precision=0, elem_id="n-images")
-            sampler = gr.Dropdown(list(SAMPLERS), value=cfg.sample.sampler, label="Sampler")
-            steps = gr.Number(cfg.sample.steps, label=f"Steps (1-{lim.max_steps})",
+            sampler = gr.Dropdown(list(SAMPLERS), value=defaults.sampler, label="Sampler")
+            steps = gr.Number(defaults.steps, label=f"Steps (1-{lim.max_steps})",
                               precision=0, elem_id="steps")
             with gr.Row():
                 seed = gr.Number(0, label="Seed", precision=0, elem_id="seed")
@@ -89,7 +89,7 @@ def _generate_tab(session: Session) -> None:
             with gr.Row():
                 go = gr.Button("Generate", variant="primary", elem_id="generate")
                 stop = gr.Button("Stop", elem_id="stop")
-            guidance = gr.Slider(0, 10, value=cfg.sample.guidance, step=0.5,
+            guidance = gr.Slider(0, 10, value=defaults.guidance, step=0.5,
                                  label="Guidance (0 = ignore the attributes, 1 = plain "
                                        "conditional, higher = stronger)",
                                  visible=conditional)
@@ -131,7 +131,7 @@ def _generate_tab(session: Session) -> None:
 
 def _interpolate_tab(session: Session) -> None:
     """Interpolate: between two seeds, or (conditional models) along one attribute."""
-    cfg, lim, names = session.model.config, session.limits, _names(session)
+    defaults, lim, names = session.model.settings(), session.limits, _names(session)
     conditional = bool(names)
     # Lay out the widgets.
     with gr.Tab("Interpolate"), gr.Row():
@@ -145,10 +145,10 @@ def _interpolate_tab(session: Session) -> None:
                                     label="Attribute to sweep", visible=conditional)
             frames = gr.Slider(2, lim.max_frames, value=min(8, lim.max_frames), step=1,
                                label="Frames")
-            sampler = gr.Dropdown(list(SAMPLERS), value=cfg.sample.sampler, label="Sampler")
-            steps = gr.Number(cfg.sample.steps, label=f"Steps (1-{lim.max_steps})",
+            sampler = gr.Dropdown(list(SAMPLERS), value=defaults.sampler, label="Sampler")
+            steps = gr.Number(defaults.steps, label=f"Steps (1-{lim.max_steps})",
                               precision=0)
-            guidance = gr.Slider(0, 10, value=cfg.sample.guidance, step=0.5,
+            guidance = gr.Slider(0, 10, value=defaults.guidance, step=0.5,
                                  label="Guidance", visible=conditional)
             go = gr.Button("Interpolate", variant="primary", elem_id="interpolate")
         with gr.Column(scale=2):
@@ -174,7 +174,7 @@ def _interpolate_tab(session: Session) -> None:
 
 def _edit_tab(session: Session) -> None:
     """Edit a photo (conditional models): switch attributes, see before | after."""
-    cfg, lim, names = session.model.config, session.limits, _names(session)
+    defaults, lim, names = session.model.settings(), session.limits, _names(session)
     with gr.Tab("Edit a photo"):
         if not names:
             gr.Markdown("This model is unconditional: editing needs a model trained "
@@ -193,7 +193,7 @@ def _edit_tab(session: Session) -> None:
                                         "sdedit: re-noise to a strength)")
                 strength = gr.Slider(0.1, 1.0, value=0.6, step=0.05, label="SDEdit strength")
                 steps = gr.Number(EDIT_STEPS, label=f"Steps (1-{lim.max_steps})", precision=0)
-                guidance = gr.Slider(0, 10, value=cfg.sample.guidance, step=0.5,
+                guidance = gr.Slider(0, 10, value=defaults.guidance, step=0.5,
                                      label="Guidance")
             with gr.Column(scale=2):
                 edited = gr.Image(label="Before | after", type="pil", format="png",
