@@ -24,7 +24,7 @@ from facediff.device import default_device
 from facediff.diffusion.samplers import SamplingSettings
 from facediff.diffusion.sampling import Callback, generate
 from facediff.model import Network, build_net
-from facediff.train.checkpoint import export_model, read_model
+from facediff.train.checkpoint import CorruptError, export_model, read_model
 
 __all__ = ["Attrs", "FaceModel", "default_device", "load"]
 
@@ -72,13 +72,13 @@ class FaceModel:
 
     def cond(self, labels: torch.Tensor) -> torch.Tensor | None:
         """Value indices (K,) or (N, K) -> soft one-hot conditions (None: unconditional)."""
-        if self.net.cond is None or bool((labels == UNSPECIFIED).all()):
+        if self.net.cond is None or bool((labels == UNSPECIFIED).all()):  # nothing asked
             return None
         return self.net.cond.one_hot(labels.reshape(-1, labels.shape[-1]).to(self.device))
 
     def sample_tensor(
-        self, n: int = 16, steps: int | None = None, sampler: str | None = None, *,
-        seed: int | None = None, batch_size: int | None = None, eta: float | None = None,
+        self, n: int = 16, steps: int | None = None, sampler: str | None = None,
+        seed: int | None = None, *, batch_size: int | None = None, eta: float | None = None,
         guidance: float | None = None, guidance_rescale: float | None = None,
         settings: SamplingSettings | None = None, attrs: Attrs = None,
         cond: torch.Tensor | None = None, noise: torch.Tensor | None = None,
@@ -100,8 +100,8 @@ class FaceModel:
                         callback=callback, progress=progress)
 
     def sample(
-        self, n: int = 16, steps: int | None = None, sampler: str | None = None, *,
-        seed: int | None = None, batch_size: int | None = None, eta: float | None = None,
+        self, n: int = 16, steps: int | None = None, sampler: str | None = None,
+        seed: int | None = None, *, batch_size: int | None = None, eta: float | None = None,
         guidance: float | None = None, settings: SamplingSettings | None = None,
         attrs: Attrs = None, progress: bool = False,
     ) -> list[Image.Image]:
@@ -127,6 +127,11 @@ def load(path: str | Path | None = None, device: str | torch.device | None = Non
     """
     cfg, weights, source = read_model(path, conditional)
     net = build_net(cfg)
-    net.load_state_dict({k: v.float() for k, v in weights.items()})
+    try:
+        net.load_state_dict({k: v.float() for k, v in weights.items()})
+    except RuntimeError as e:  # missing, unexpected or mis-shaped tensors
+        detail = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), str(e))
+        raise CorruptError(f"the weights of {source} do not fit the network its config.yaml "
+                           f"describes ({detail})") from None
     net.eval().requires_grad_(False)
     return FaceModel(cfg, net.to(device or default_device()), source)

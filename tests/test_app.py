@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from pathlib import Path
@@ -12,10 +13,11 @@ import torch
 from PIL import Image
 
 from facediff.api import FaceModel
-from facediff.app.logic import Limits, Output, Preview, Session, upscale, with_previews
+from facediff.app.logic import MB, Limits, Output, Preview, Session, upscale, with_previews
 from facediff.config import Condition
 from facediff.errors import FacediffError
 from facediff.model import build_net
+from facediff.viz.grid import make_grid
 from tests.conftest import tiny_config
 
 CONDS = [Condition("Smiling", "binary", ["0", "1"]),
@@ -189,3 +191,112 @@ def test_errors_in_the_sampler_reach_the_caller():
 
     with pytest.raises(FacediffError, match="broken"):
         list(with_previews(work, 0.0))
+
+
+def _photo(path: Path) -> Path:
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 30, 3), np.uint8)).save(path)
+    return path
+
+
+def test_an_upload_over_the_cap_is_refused_before_it_is_read(tmp_path: Path):
+    photo = _photo(tmp_path / "face.png")  # about 3.6 kB of noise
+    size = photo.stat().st_size
+    session = Session(tiny_model(True), Limits(max_upload_mb=(size - 1) / MB),
+                      out_dir=tmp_path / "out")
+    with pytest.raises(FacediffError, match=r"^The photo is 0\.00 MB; this app accepts photos "
+                                            r"of at most [0-9.e-]+ MB\.$"):
+        session.edit(str(photo), {"Smiling": "on"}, method="ddim", steps=2)
+    assert not (tmp_path / "out").exists()  # refused before anything ran or was written
+    # a file exactly at the cap is accepted
+    session = Session(session.model, Limits(max_upload_mb=size / MB), out_dir=tmp_path / "out")
+    assert session.edit(str(photo), {"Smiling": "on"}, method="ddim", steps=2).path.exists()
+
+
+def test_each_page_has_a_folder_removed_when_it_closes(cond_session: Session, tmp_path: Path):
+    s = Session(cond_session.model, cond_session.limits, out_dir=tmp_path / "out")
+    _, a = _run(s, 1, "ddim", 2, 0, user="page-a")
+    b = s.interpolate("seeds", 0, 1, 2, sampler="ddim", steps=2, user="page-b")
+    e = s.edit(str(_photo(tmp_path / "face.png")), {"Smiling": "on"}, method="ddim",
+               steps=2, user="page-b")
+    assert a.path.parent == tmp_path / "out" / "page-a"
+    assert b.path.parent == e.path.parent == tmp_path / "out" / "page-b"
+    s.release("page-a")
+    assert not a.path.parent.exists() and b.path.exists() and e.path.exists()
+    # the session hash comes from the browser: it cannot name a folder outside out_dir
+    outside = tmp_path / "keep"
+    outside.mkdir()
+    _, c = _run(s, 1, "ddim", 2, 0, user="../keep")
+    assert c.path.parent.parent == tmp_path / "out"
+    s.release("../keep")
+    assert outside.exists() and not c.path.exists()
+    s.release(None)  # a request without a page removes nothing
+    assert b.path.exists()
+
+
+def test_the_page_close_handler_and_the_cache_sweep_are_wired(cond_session: Session,
+                                                              tmp_path: Path):
+    gr = pytest.importorskip("gradio")
+    from facediff.app.ui import DELETE_CACHE, build_app
+
+    s = Session(cond_session.model, cond_session.limits, out_dir=tmp_path / "out")
+    app = build_app(s)
+    assert app.delete_cache == DELETE_CACHE
+    (handler,) = [d.fn for d in app.fns.values() if any(t[1] == "unload" for t in d.targets)]
+    _, a = _run(s, 1, "ddim", 2, 0, user="abc123")
+    _, b = _run(s, 1, "ddim", 2, 0, user="other")
+    handler(gr.Request(session_hash="abc123"))  # what Gradio calls when that page closes
+    assert not a.path.exists() and b.path.exists()
+
+
+def test_shutdown_removes_every_temporary_file(cond_session: Session, tmp_path: Path):
+    pytest.importorskip("gradio")
+    import atexit
+
+    from facediff.app.ui import launch, shutdown
+
+    s = Session(cond_session.model, cond_session.limits, out_dir=tmp_path / "out")
+    _, a = _run(s, 1, "ddim", 2, 0, user="abc")
+    _, b = _run(s, 1, "ddim", 2, 0)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    app = launch(s, port=port, block=False)
+    try:
+        assert app.max_file_size == 20 * MB  # the upload cap reaches Gradio
+    finally:
+        shutdown(app, s)
+    assert not a.path.exists() and not b.path.exists() and not s.out_dir.exists()
+    assert not app.is_running
+    assert atexit.unregister(s.close) is None  # nothing left to do at exit
+
+
+def test_a_large_request_is_sampled_in_bounded_batches(tmp_path: Path):
+    model = tiny_model(False)
+    s = Session(model, Limits(max_images=8, max_steps=20, max_batch=3, preview_every_s=0.0),
+                out_dir=tmp_path)
+    sizes: list[int] = []
+    hook = model.net.register_forward_pre_hook(lambda m, args: sizes.append(args[0].shape[0]))
+    try:
+        previews, out = _run(s, 7, "ddim", 3, 5)
+    finally:
+        hook.remove()
+    assert sizes == [3] * 3 + [3] * 3 + [1] * 3  # three batches of at most 3, 3 steps each
+    # the same images as the API gives for the same request in one batch
+    saved = np.asarray(Image.open(out.path))
+    api = model.sample_tensor(7, 3, "ddim", seed=5, batch_size=7)
+    assert np.array_equal(saved, np.asarray(make_grid(api)))
+    # the preview is the whole grid throughout, its progress counted per batch
+    assert [p.info.split(" (")[0] for p in previews] == [
+        f"denoising… batch {b}/3, step {i}/3" for b in (1, 2, 3) for i in (1, 2, 3)][:-1]
+    assert all(p.display.size == out.display.size for p in previews)
+
+    def cell(img: Image.Image, j: int) -> np.ndarray:  # face j of a 3-wide grid shown 8x
+        grid = np.asarray(img)[::8, ::8]
+        y, x = 2 + (j // 3) * 18, 2 + (j % 3) * 18
+        return grid[y:y + 16, x:x + 16]
+
+    assert (cell(previews[0].display, 6) == 128).all()  # not started yet: grey
+    assert (cell(previews[0].display, 0) != 128).any()
+    # a finished batch stays in the preview as it ended, close to the final faces
+    assert np.array_equal(cell(previews[-1].display, 0), cell(previews[2].display, 0))
+    assert np.abs(cell(previews[-1].display, 0).astype(int) - cell(out.display, 0)).mean() < 2

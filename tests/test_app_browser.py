@@ -3,17 +3,23 @@
 Needs the Debian packages ``chromium`` and ``chromium-driver`` and the Python package
 ``playwright`` (``.ci/run`` installs all three); Playwright never downloads a browser here.
 Without them the test is skipped locally and fails in CI (CI=true), so it cannot go quiet.
+The app is shared by the tests of this module; the last one stops it (SIGTERM).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -24,6 +30,7 @@ CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"]
 TIMEOUT_MS = 90_000
+UPLOAD_MB = 1  # the app's --max-upload-mb here
 
 
 def _requirements() -> str | None:
@@ -43,8 +50,30 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@dataclass
+class App:
+    """`facediff app` running in a subprocess, with its temporary folders."""
+
+    url: str
+    proc: subprocess.Popen
+    log: Path
+    out_dir: Path  # the grids users download (named in the app's log)
+    cache: Path  # Gradio's cache (GRADIO_TEMP_DIR): uploads and the copies it serves
+
+    def stop(self) -> int:
+        """SIGTERM, as a service manager stops it; the exit status."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
     missing = _requirements()
     if missing:
         if os.environ.get("CI"):
@@ -53,12 +82,18 @@ def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     model_dir = tiny_model(True).save(tmp_path_factory.mktemp("model") / "tiny")
     port = _free_port()
     log = tmp_path_factory.mktemp("log") / "app.log"
+    cache = tmp_path_factory.mktemp("gradio")
+    # a closed page is noticed at the next heartbeat: 1 s here instead of Gradio's 15 s
+    env = {**os.environ, "NO_PROXY": "*", "GRADIO_TEMP_DIR": str(cache),
+           "GRADIO_HEARTBEAT_INTERVAL": "1"}
     with open(log, "w") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "facediff", "app", str(model_dir), "--device", "cpu",
-             "--port", str(port), "--max-images", "8", "--max-steps", "20"],
-            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "NO_PROXY": "*"})
+             "--port", str(port), "--max-images", "8", "--max-steps", "20",
+             "--max-upload-mb", str(UPLOAD_MB)],
+            stdout=out, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}/"
+    running = None
     try:
         deadline = time.time() + 120
         while True:
@@ -71,13 +106,21 @@ def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 if time.time() > deadline:
                     pytest.fail(f"the app did not start in 120 s:\n{log.read_text()[-2000:]}")
                 time.sleep(0.5)
-        yield url
+        found = re.search(r"grids for download are written to (\S+)", log.read_text())
+        assert found, log.read_text()[-2000:]
+        running = App(url, proc, log, Path(found.group(1)), cache)
+        yield running
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
+        if running is None:
             proc.kill()
+            proc.wait()
+        else:
+            running.stop()
+
+
+@pytest.fixture(scope="module")
+def app_url(app: App) -> str:
+    return app.url
 
 
 @pytest.fixture(scope="module")
@@ -151,3 +194,60 @@ def test_concurrent_users_are_queued_not_crashed(browser, app_url: str):
     assert "seed 0" in seeds[0] and "seed 1" in seeds[1]
     for page in pages:
         page.close()
+
+
+def _upload(url: str, size: int) -> tuple[int, str]:
+    """POST a file of ``size`` bytes to Gradio's upload route, as the page does."""
+    boundary = uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; "
+            f"filename=\"face.png\"\r\nContent-Type: image/png\r\n\r\n").encode() + \
+        b"\0" * size + f"\r\n--{boundary}--\r\n".encode()
+    req = urllib.request.Request(f"{url}gradio_api/upload", data=body, headers={
+        "Content-Type": f"multipart/form-data; boundary={boundary}"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def test_an_upload_over_the_cap_is_refused(browser, app: App, tmp_path: Path):
+    # straight to the server, as a client skipping the page's own check would
+    status, text = _upload(app.url, UPLOAD_MB * 2**20 + 1)
+    assert (status, text) == (413, "File size exceeded maximum allowed size of 1048576 bytes.")
+    status, text = _upload(app.url, 1000)
+    assert status == 200 and len(json.loads(text)) == 1
+    # and on the page, with a message
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\0" * (UPLOAD_MB * 2**20 + 1))
+    page = _open(browser, app.url)
+    page.get_by_role("tab", name="Edit a photo").click()
+    page.locator("#photo input[type=file]").set_input_files(str(big))
+    page.get_by_text("exceed the maximum allowed size of 1.0 Mb").first.wait_for()
+    page.close()
+
+
+def test_closing_a_page_removes_its_grids(browser, app: App):
+    before = set(app.out_dir.iterdir()) if app.out_dir.exists() else set()
+    page = _open(browser, app.url)
+    _set_number(page, "n-images", 1)
+    _set_number(page, "steps", 2)
+    page.locator("#generate").click()
+    assert _generated_size(page) == [160, 160]
+    (folder,) = set(app.out_dir.iterdir()) - before  # this page's own folder
+    assert [p.suffix for p in folder.iterdir()] == [".png"]
+    page.close()
+    deadline = time.time() + 20
+    while folder.exists():
+        assert time.time() < deadline, "the closed page's folder was not removed in 20 s"
+        time.sleep(0.2)
+
+
+def test_stopping_the_app_removes_its_temporary_files(app: App):
+    """Runs last: it stops the app the other tests use."""
+    assert _upload(app.url, 1000)[0] == 200  # at least one file in Gradio's cache
+    assert app.out_dir.is_dir()
+    assert any(p.is_file() for p in app.cache.rglob("*"))  # uploads and grids Gradio served
+    assert app.stop() == 0, app.log.read_text()[-2000:]
+    assert not app.out_dir.exists()
+    assert [p for p in app.cache.rglob("*") if p.is_file()] == []

@@ -146,3 +146,69 @@ def test_an_empty_condition_list_means_unconditional(tmp_path: Path):
     csv.write_text("file,Male\na.png,1\n")
     d = _load(tmp_path, csv, conditions=[])
     assert not d.spec and d.labels is None
+
+
+_AGES = ["0-2", "3-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "more than 70"]
+_RACES = ["White", "Black", "East Asian", "Indian", "Latino_Hispanic", "Middle Eastern",
+          "Southeast Asian"]
+
+
+def _fairface_like(tmp_path: Path, n: int, extra: dict[str, object] | None = None) -> Path:
+    """``n`` images and a FairFace-layout CSV (file,age,gender,race,service_test) with the
+    ``extra`` columns (name -> function of the row index) after them."""
+    extra = extra or {}
+    _faces(tmp_path, [f"train/{i}.jpg" for i in range(n)])
+    lines = [",".join(["file", "age", "gender", "race", "service_test", *extra])]
+    for i in range(n):
+        lines.append(",".join([f"train/{i}.jpg", _AGES[i % 9], ["Male", "Female"][i % 2],
+                               _RACES[i % 7], ["True", "False"][i % 3 == 0],
+                               *(str(f(i)) for f in extra.values())]))
+    csv = tmp_path / "fairface_label_train.csv"
+    csv.write_text("\n".join(lines) + "\n")
+    return csv
+
+
+def test_fairface_layout_keeps_every_condition_on_a_larger_file(tmp_path: Path):
+    csv = _fairface_like(tmp_path, 63, {"years": lambda i: i % 40 + 1})  # integers: kept
+    d = _load(tmp_path, csv)
+    assert d.spec.names == ["age", "gender", "race", "service_test", "years"]
+    assert [c.kind for c in d.spec.conditions] == ["categorical"] * 3 + ["binary",
+                                                                         "categorical"]
+    assert d.spec.get("age").values == _AGES and len(d.spec.get("years").values) == 40
+    assert not any("left out" in n for n in d.notes)
+    assert (d.labels >= 0).all()
+
+
+@pytest.mark.parametrize("column, cell, why", [
+    ("person_id", lambda i: f"p{i:04d}", "a different value in each of its 30 rows"),
+    ("caption", lambda i: f"a person smiling {i % 20} times", "20 distinct text values in 30"),
+    ("score", lambda i: f"{(i % 18) / 7:.4f}", "18 distinct decimal values in 30 rows"),
+], ids=["id", "free-text", "float"])
+def test_id_text_and_float_columns_are_left_out_unless_named(tmp_path: Path, caplog,
+                                                             column, cell, why):
+    csv = _fairface_like(tmp_path, 30, {column: cell})
+    with caplog.at_level(logging.WARNING):
+        d = _load(tmp_path, csv)
+    assert d.spec.names == ["age", "gender", "race", "service_test"]
+    [note] = [n for n in d.notes if "left out" in n]
+    assert f"{column!r} ({why}" in note
+    assert f"--set data.conditions=age,gender,race,service_test,{column}" in note
+    assert note in caplog.text  # said as a warning, not only kept in the notes
+    kept = _load(tmp_path, csv, conditions=["age", column])
+    assert kept.spec.names == ["age", column]
+    assert kept.spec.get(column).kind == "categorical" and (kept.labels >= 0).all()
+    assert not any("left out" in n for n in kept.notes)
+
+
+def test_when_every_column_is_left_out_the_folder_is_unconditional(tmp_path: Path):
+    _faces(tmp_path, [f"{i}.png" for i in range(25)])
+    csv = tmp_path / "l.csv"
+    csv.write_text("file,caption,remarks\n" + "".join(
+        f"{i}.png,face number {i},\n" for i in range(25)))
+    d = _load(tmp_path, csv)
+    assert d.spec is None and d.labels is None and len(d) == 25
+    [note] = [n for n in d.notes if "left out" in n]
+    assert "'remarks' (no values)" in note and "so the images are unconditional" in note
+    assert note.endswith("--set data.conditions=caption")  # an empty column cannot be named
+    named = _load(tmp_path, csv, conditions=["caption"])
+    assert named.spec.names == ["caption"] and len(named.spec.get("caption").values) == 25

@@ -11,7 +11,7 @@ from tests.conftest import tiny_config
 
 
 def _settings(cfg, sampler=None, steps=None, **fields) -> SamplingSettings:
-    return SamplingSettings(sampler, steps, **fields).resolve(cfg.sample)
+    return SamplingSettings(sampler=sampler, steps=steps, **fields).resolve(cfg.sample)
 
 
 @pytest.fixture(scope="module")

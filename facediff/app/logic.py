@@ -1,12 +1,16 @@
 """What the web app does, without the web: validated requests, sampling with live previews,
-interpolation and editing. The Gradio page (``facediff.app.ui``) only wires widgets to these
-functions, so every rule here is tested without a browser.
+interpolation and editing, and the per-user folders of the grids users download. The Gradio
+page (``facediff.app.ui``) only wires widgets to these functions, so every rule here is tested
+without a browser.
 """
 
 from __future__ import annotations
 
+import hashlib
 import queue
 import random
+import re
+import shutil
 import tempfile
 import threading
 import time
@@ -20,6 +24,7 @@ import torch
 from PIL import Image
 
 from facediff.data.transforms import model_to_uint8
+from facediff.diffusion.editing import EDIT_STEPS
 from facediff.diffusion.samplers import SAMPLERS, SamplingSettings, unknown_sampler
 from facediff.errors import FacediffError
 from facediff.model import count_parameters
@@ -34,16 +39,24 @@ ANY = "any"  # the tri-state control's "not requested" value
 KEEP = "keep"  # the edit tab's "leave as it is"
 MAX_SEED = 2**31 - 1
 DISPLAY_CELL = 128  # faces are shown at least this many pixels wide (nearest-neighbour)
+MB = 2**20  # the upload cap's unit, as Gradio's max_file_size counts it
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Bounds on one request, so a single user cannot occupy the machine for an hour."""
+    """Bounds on one request, so a single user can neither occupy the machine for an hour nor
+    exhaust its memory."""
 
     max_images: int = 36
     max_steps: int = 250
     max_frames: int = 16
+    max_batch: int = 16  # images per network batch: peak memory does not grow with max_images
+    max_upload_mb: float = 20.0  # largest photo accepted for editing
     preview_every_s: float = 0.4  # at most one live preview per this many seconds
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * MB)
 
 
 @dataclass
@@ -66,7 +79,12 @@ class Preview:
 
 @dataclass
 class Session:
-    """One loaded model and where the app writes the grids users download."""
+    """One loaded model and where the app writes the grids users download.
+
+    Each request may name its ``user`` (the page's Gradio ``session_hash``): its grids go to
+    ``out_dir/<user>/``, which ``release(user)`` removes when that page closes; ``close()``
+    removes all of ``out_dir`` at shutdown. Without a ``user`` grids go to ``out_dir`` itself.
+    """
 
     model: FaceModel
     limits: Limits = field(default_factory=Limits)
@@ -90,6 +108,22 @@ class Session:
             else "unconditional"
         return (f"{self.model.source} · {size}×{size} {'RGB' if ch == 3 else 'grey'} · "
                 f"{params:.1f}M parameters · {cond} · on {self.model.device}")
+
+    # ---- the grids' folders -------------------------------------------------------------------
+    def folder(self, user: str | None = None) -> Path:
+        """Where a user's grids are written (created if missing)."""
+        path = self.out_dir if user is None else self.out_dir / _folder_name(user)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def release(self, user: str | None) -> None:
+        """Remove one user's folder of grids: their page has closed."""
+        if user is not None:
+            shutil.rmtree(self.out_dir / _folder_name(user), ignore_errors=True)
+
+    def close(self) -> None:
+        """Remove every grid this session wrote (all of ``out_dir``): the app is shutting down."""
+        shutil.rmtree(self.out_dir, ignore_errors=True)
 
     # ---- requests ---------------------------------------------------------------------------
     def problems(self, n: float | None = 1, steps: float | None = 1, sampler: str = "ddim",
@@ -140,7 +174,7 @@ class Session:
             raise FacediffError(bad["seed"])
         return int(seed)  # type: ignore[arg-type]
 
-    def settings(self, sampler: str, steps: float | None, guidance: float | None = None,
+    def settings(self, *, sampler: str, steps: float | None, guidance: float | None = None,
                  seed: float | None = 0) -> SamplingSettings:
         """A request's sampling settings, checked (a FacediffError names the wrong field) and
         resolved against the model's defaults."""
@@ -151,43 +185,54 @@ class Session:
     def generate(
         self, n: float | None, sampler: str, steps: float | None, seed: float | None, *,
         randomize: bool = False, guidance: float | None = None,
-        choices: Mapping[str, str] | None = None,
+        choices: Mapping[str, str] | None = None, user: str | None = None,
     ) -> Iterator[Preview | Output]:
-        """Sample a grid, yielding previews of the estimated faces as the sampler runs."""
+        """Sample a grid, yielding previews of the estimated faces as the sampler runs.
+
+        The images are sampled in batches of at most ``limits.max_batch`` (image ``i`` uses
+        seed + i, so the grid does not depend on the batch size)."""
         n_i, _ = self.check(n, steps, sampler, guidance)
-        s = self.settings(sampler, steps, guidance, self.pick_seed(seed, randomize))
-        s = s.override(batch_size=n_i)
+        s = self.settings(sampler=sampler, steps=steps, guidance=guidance,
+                          seed=self.pick_seed(seed, randomize))
+        s = s.override(batch_size=min(n_i, self.limits.max_batch))
+        batches = -(-n_i // s.batch_size)
         attrs = self.attrs(choices or {})
         started = time.perf_counter()
 
         def work(callback: Callback) -> torch.Tensor:
-            return self.model.sample_tensor(n_i, settings=s, attrs=attrs, callback=callback)
+            return self.model.sample_tensor(n_i, settings=s, attrs=attrs,
+                                            callback=whole_grid(callback, n_i, s.batch_size))
 
         for item in with_previews(work, self.limits.preview_every_s):
             if isinstance(item, tuple):
                 i, total, x0 = item
+                per = total // batches
+                where = f"batch {i // per + 1}/{batches}, " if batches > 1 else ""
                 yield Preview(self.display(model_to_uint8(x0.clamp(-1, 1)).cpu()),
-                              f"denoising… step {i + 1}/{total} (estimate of the final faces)")
+                              f"denoising… {where}step {i % per + 1}/{per} "
+                              "(estimate of the final faces)")
                 continue
             took = time.perf_counter() - started
             cond = f", {' '.join(attrs)}, guidance {s.guidance}" if attrs else ""
             info = (f"{n_i} images · {s.sampler}, {s.steps} steps · seed {s.seed}{cond} · "
                     f"{took:.1f} s")
-            yield self._finish(item, f"samples_seed{s.seed}", info, s.seed)
+            yield self._finish(item, f"samples_seed{s.seed}", info, s.seed, user=user)
 
     def interpolate(
         self, mode: str, seed_a: float | None, seed_b: float | None, frames: float | None, *,
         sampler: str, steps: float | None, attribute: str | None = None,
         guidance: float | None = None, choices: Mapping[str, str] | None = None,
+        user: str | None = None,
     ) -> Output:
-        """A strip between two seeds' noises, or (conditional models) along one attribute."""
+        """A strip between two seeds' noises, or (conditional models) along one attribute (the
+        frames are one batch, bounded by ``limits.max_frames``)."""
         from facediff.diffusion.editing import interpolate_attribute, interpolate_seeds
 
         frames_i = _whole(frames, "Frames")
         if not 2 <= frames_i <= self.limits.max_frames:
             raise FacediffError(f"Frames must be between 2 and {self.limits.max_frames} "
                                 f"(got {frames_i}).")
-        s = self.settings(sampler, steps, guidance, seed_a)
+        s = self.settings(sampler=sampler, steps=steps, guidance=guidance, seed=seed_a)
         attrs = self.attrs(choices or {})
         started = time.perf_counter()
         if mode == "attribute":
@@ -202,23 +247,29 @@ class Session:
             what = f"seed {s.seed} → seed {b}"
         info = (f"{what} · {frames_i} frames · {s.sampler}, {s.steps} steps · "
                 f"{time.perf_counter() - started:.1f} s")
-        return self._finish(imgs, f"interpolation_seed{s.seed}", info, s.seed, nrow=frames_i)
+        return self._finish(imgs, f"interpolation_seed{s.seed}", info, s.seed, nrow=frames_i,
+                            user=user)
 
     def edit(
         self, photo: str | None, changes: Mapping[str, str], *, method: str = "ddim",
-        steps: float | None = None, guidance: float | None = None, strength: float = 0.6,
+        steps: float | None = EDIT_STEPS, guidance: float | None = None, strength: float = 0.6,
+        user: str | None = None,
     ) -> Output:
-        """Before | after for a photo with some attributes switched."""
+        """Before | after for a photo with some attributes switched. A file larger than
+        ``limits.max_upload_mb`` is refused before it is opened (the page's own check can be
+        bypassed by a client that posts to the API)."""
         from facediff.diffusion.editing import edit_photo, edit_settings, load_photo
 
         if not len(self.model.spec):
             raise FacediffError("This model is unconditional: it has no attributes to edit.")
         if not photo:
             raise FacediffError("Upload a photo of a face first.")
+        self.check_upload(photo)
         attrs = self.attrs(changes)
         if not attrs:
             raise FacediffError("Choose at least one attribute to change.")
-        s = edit_settings(self.model, self.settings("ddim", steps, guidance))
+        s = edit_settings(self.model, self.settings(sampler="ddim", steps=steps,
+                                                    guidance=guidance))
         started = time.perf_counter()
         x = load_photo(photo, self.model).to(self.model.device)
         src = self.model.labels([])
@@ -228,7 +279,19 @@ class Session:
         before = model_to_uint8(x.cpu())[0]
         info = (f"before | after: {' '.join(attrs)} · {method}, {s.steps} steps, guidance "
                 f"{s.guidance} · {time.perf_counter() - started:.1f} s")
-        return self._finish(torch.stack([before, after]), "edit", info, 0, nrow=2)
+        return self._finish(torch.stack([before, after]), "edit", info, 0, nrow=2, user=user)
+
+    def check_upload(self, photo: str | Path) -> None:
+        """Refuse a file over the upload cap (FacediffError); a missing one is left to
+        ``load_photo``, which says so."""
+        try:
+            size = Path(photo).stat().st_size
+        except OSError:
+            return
+        cap = self.limits.max_upload_mb
+        if size > self.limits.max_upload_bytes:
+            raise FacediffError(f"The photo is {size / MB:.2f} MB; this app accepts photos of "
+                                f"at most {cap:g} MB.")
 
     # ---- helpers ----------------------------------------------------------------------------
     def display(self, imgs: torch.Tensor, nrow: int | None = None) -> Image.Image:
@@ -236,9 +299,10 @@ class Session:
         return upscale(make_grid(imgs, nrow=nrow), imgs.shape[1])
 
     def _finish(self, imgs: torch.Tensor, stem: str, info: str, seed: int,
-                nrow: int | None = None) -> Output:
+                nrow: int | None = None, *, user: str | None = None) -> Output:
         grid = make_grid(imgs, nrow=nrow)
-        path = self.out_dir / f"{stem}_{time.strftime('%Y%m%d-%H%M%S')}_{_tag()}.png"
+        name = f"{stem}_{time.strftime('%Y%m%d-%H%M%S')}_{_tag()}.png"
+        path = self.folder(user) / name
         grid.save(path)
         return Output(upscale(grid, imgs.shape[1]), path, info, seed)
 
@@ -251,6 +315,25 @@ def upscale(img: Image.Image, cell: int, target: int = DISPLAY_CELL) -> Image.Im
     """Scale a grid by the whole factor that makes a ``cell``-pixel face at least ``target``
     wide."""
     return scale_up(img, target, unit=cell)
+
+
+def whole_grid(callback: Callback, n: int, batch: int) -> Callback:
+    """Adapt ``callback`` to a request of ``n`` images sampled in batches of ``batch``: it
+    receives the estimate of all ``n`` images (finished batches as they ended, grey for those
+    not started) and the step counted over all the batches, so a preview is the whole grid."""
+    batches = -(-n // batch)
+    calls = [0]
+    grid: list[torch.Tensor] = []
+
+    def each(i: int, total: int, t: torch.Tensor, xt: torch.Tensor, x0: torch.Tensor) -> None:
+        k = calls[0] // total  # the sampling loop calls back once per step of each batch
+        calls[0] += 1
+        if not grid:
+            grid.append(x0.new_zeros((n, *x0.shape[1:])))
+        grid[0][k * batch:k * batch + x0.shape[0]] = x0
+        callback(k * total + i, batches * total, t, xt, grid[0])
+
+    return each
 
 
 class Cancelled(Exception):
@@ -304,6 +387,14 @@ def _whole(value: float | None, what: str) -> int:
     if float(value) != int(value):
         raise FacediffError(f"{what} must be a whole number (got {value}).")
     return int(value)
+
+
+def _folder_name(user: str) -> str:
+    """A user's folder name: the session hash as it is when it is a plain token, else a digest
+    of it (the hash comes from the browser, so it must not be able to name another path)."""
+    if re.fullmatch(r"[A-Za-z0-9_-]{1,64}", user):
+        return user
+    return hashlib.sha256(user.encode()).hexdigest()[:32]
 
 
 def _tag() -> str:

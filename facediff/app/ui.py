@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
 import inspect
 import os
@@ -21,6 +22,9 @@ from facediff.errors import FacediffError
 THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                           font_mono=["ui-monospace", "monospace"])
 CSS = "#info, #interp-info, #edit-info {min-height: 2em}"
+# Gradio's cache (uploads and the copies of the grids it serves): every 15 minutes, delete what
+# is older than an hour; all of it at shutdown. A download link stays valid for an hour.
+DELETE_CACHE = (15 * 60, 60 * 60)
 
 
 def _attribute_controls(session: Session, first: str) -> list[gr.components.Component]:
@@ -57,13 +61,22 @@ def _errors_shown(fn: Any) -> Any:
 
 
 def build_app(session: Session) -> gr.Blocks:
-    """The page for one model: Generate, Interpolate and (conditional models) Edit tabs."""
-    with gr.Blocks(title="facediff", analytics_enabled=False) as app:
+    """The page for one model: Generate, Interpolate and (conditional models) Edit tabs.
+
+    Each page's grids go to its own folder (``Session.folder(session_hash)``), removed when the
+    page closes; Gradio's cache is swept on the schedule ``DELETE_CACHE``."""
+    with gr.Blocks(title="facediff", analytics_enabled=False,
+                   delete_cache=DELETE_CACHE) as app:
         gr.Markdown(f"## facediff\n{session.summary()}")
         with gr.Tabs():
             _generate_tab(session)
             _interpolate_tab(session)
             _edit_tab(session)
+
+        def page_closed(request: gr.Request) -> None:
+            session.release(request.session_hash)
+
+        app.unload(page_closed)
     return app
 
 
@@ -105,13 +118,18 @@ def _generate_tab(session: Session) -> None:
 
     # Wire them: check the fields before the queue, then stream previews and the grid.
     @_errors_shown
-    def run_generate(n_: float, sampler_: str, steps_: float, seed_: float,
-                     randomize_: bool, guidance_: float, *values: str) -> Iterator[Any]:
+    def run_generate(request: gr.Request, n_: float, sampler_: str, steps_: float,
+                     seed_: float, randomize_: bool, guidance_: float,
+                     *values: str) -> Iterator[Any]:
         for item in session.generate(n_, sampler_, steps_, seed_, randomize=randomize_,
                                      guidance=guidance_ if conditional else None,
-                                     choices=dict(zip(names, values, strict=True))):
+                                     choices=dict(zip(names, values, strict=True)),
+                                     user=request.session_hash):
             if isinstance(item, Preview):
-                yield item.display, gr.skip(), item.info, gr.skip()
+                # no download while the faces are not final; and not gr.skip() for the file:
+                # Gradio then serves the next one from an unlisted copy of the component,
+                # whose files its cache sweep (delete_cache) never deletes
+                yield item.display, None, item.info, gr.skip()
             else:
                 yield item.display, str(item.path), item.info, item.seed
 
@@ -159,13 +177,13 @@ def _interpolate_tab(session: Session) -> None:
 
     # Wire them.
     @_errors_shown
-    def run_interpolate(mode_: str, a: float, b: float, attribute_: str | None,
-                        frames_: float, sampler_: str, steps_: float,
+    def run_interpolate(request: gr.Request, mode_: str, a: float, b: float,
+                        attribute_: str | None, frames_: float, sampler_: str, steps_: float,
                         guidance_: float) -> tuple[Any, str, str]:
         out: Output = session.interpolate(
             "attribute" if mode_ == "along an attribute" else "seeds", a, b, frames_,
             sampler=sampler_, steps=steps_, attribute=attribute_,
-            guidance=guidance_ if conditional else None)
+            guidance=guidance_ if conditional else None, user=request.session_hash)
         return out.display, str(out.path), out.info
 
     go.click(run_interpolate, [mode, seed_a, seed_b, attribute, frames, sampler, steps,
@@ -183,8 +201,12 @@ def _edit_tab(session: Session) -> None:
         # Lay out the widgets.
         with gr.Row():
             with gr.Column(scale=1, min_width=300):
-                photo = gr.Image(label="Photo of a face", type="filepath",
-                                 sources=["upload", "clipboard"])
+                # image_mode=None: the handler gets the uploaded file itself (not a re-encoded
+                # copy), so its size is the upload's and Gradio does not decode it first
+                photo = gr.Image(label=f"Photo of a face (at most "
+                                       f"{lim.max_upload_mb:g} MB)", type="filepath",
+                                 image_mode=None, sources=["upload", "clipboard"],
+                                 elem_id="photo")
                 go = gr.Button("Edit", variant="primary", elem_id="edit")
                 with gr.Accordion("Change (keep / on / off)", open=len(names) <= 12):
                     changes = _attribute_controls(session, KEEP)
@@ -203,10 +225,11 @@ def _edit_tab(session: Session) -> None:
 
         # Wire them.
         @_errors_shown
-        def run_edit(photo_: str | None, method_: str, strength_: float, steps_: float,
-                     guidance_: float, *values: str) -> tuple[Any, str, str]:
+        def run_edit(request: gr.Request, photo_: str | None, method_: str, strength_: float,
+                     steps_: float, guidance_: float, *values: str) -> tuple[Any, str, str]:
             out = session.edit(photo_, dict(zip(names, values, strict=True)), method=method_,
-                               steps=steps_, guidance=guidance_, strength=strength_)
+                               steps=steps_, guidance=guidance_, strength=strength_,
+                               user=request.session_hash)
             return out.display, str(out.path), out.info
 
         go.click(run_edit, [photo, method, strength, steps, guidance, *changes],
@@ -215,10 +238,29 @@ def _edit_tab(session: Session) -> None:
 
 def launch(session: Session, *, host: str = "127.0.0.1", port: int | None = None,
            share: bool = False, queue_size: int = 16, block: bool = True) -> gr.Blocks:
-    """Serve the page. Requests run one at a time on the model (a queue, not a crash)."""
+    """Serve the page. Requests run one at a time on the model (a queue, not a crash); an
+    upload over ``session.limits.max_upload_mb`` is refused by the server.
+
+    With ``block`` it serves until interrupted, then shuts down (``shutdown``); without, the
+    caller calls ``shutdown``, and the session's folder is removed at exit in any case."""
     app = build_app(session)
     app.queue(max_size=queue_size, default_concurrency_limit=1)
-    app.launch(server_name=host, server_port=port, share=share, theme=THEME, css=CSS,
-               ssr_mode=False, allowed_paths=[str(session.out_dir)], show_error=True,
-               prevent_thread_lock=not block, quiet=False)
+    atexit.register(session.close)
+    try:
+        app.launch(server_name=host, server_port=port, share=share, theme=THEME, css=CSS,
+                   ssr_mode=False, allowed_paths=[str(session.out_dir)], show_error=True,
+                   max_file_size=session.limits.max_upload_bytes,
+                   prevent_thread_lock=not block, quiet=False)
+    finally:
+        if block:  # interrupted (Gradio's own wait returns), or the launch failed
+            shutdown(app, session)
     return app
+
+
+def shutdown(app: gr.Blocks, session: Session) -> None:
+    """Stop serving, let Gradio delete its cache, and remove every grid the session wrote."""
+    try:
+        app.close(verbose=False)  # ends open pages' streams; Gradio then empties its cache
+    finally:
+        session.close()
+        atexit.unregister(session.close)

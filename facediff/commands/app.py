@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
+import threading
 
 from facediff.commands import arguments as shared
 from facediff.commands.arguments import Commands
@@ -26,6 +28,13 @@ def add_parser(commands: Commands) -> None:
                    help="most images per request")
     a.add_argument("--max-steps", type=shared.positive("--max-steps"), default=250,
                    help="most sampling steps per request")
+    a.add_argument("--max-batch", type=shared.positive("--max-batch"), default=16,
+                   help="most images per network batch: a larger request is sampled in "
+                        "batches, so memory does not grow with --max-images")
+    a.add_argument("--max-upload-mb", type=shared.positive("--max-upload-mb", float),
+                   default=20.0,
+                   help="largest photo the edit tab accepts, in MB (a phone's JPEG is 2-10 MB; "
+                        "the model uses it at 32-64 px)")
     a.add_argument("--queue-size", type=shared.positive("--queue-size"), default=16,
                    help="requests waiting beyond this are turned away with a message")
 
@@ -45,9 +54,16 @@ def run(args: argparse.Namespace) -> int:
     from facediff.app.logic import Limits, Session
 
     model = load(args.model, device=device, conditional=True)
-    session = Session(model, Limits(max_images=args.max_images, max_steps=args.max_steps))
+    session = Session(model, Limits(max_images=args.max_images, max_steps=args.max_steps,
+                                    max_batch=args.max_batch,
+                                    max_upload_mb=args.max_upload_mb))
     log.info("serving %s on http://%s:%d (Ctrl+C to stop)", session.summary(), args.host,
              args.port)
+    log.info("grids for download are written to %s (removed at shutdown)", session.out_dir)
+    # SIGTERM (a service manager, `kill`) stops the app the way Ctrl+C does, so that its
+    # temporary files are removed on that path too
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
     launch(session, host=args.host, port=args.port, share=args.share,
            queue_size=args.queue_size)
     return 0

@@ -1,11 +1,13 @@
 """Argument types and groups that several commands share, each defined once: the parser that
-prints one-line errors, positive numbers, number lists, ``--device``, the model argument and
-the sampling group (its help built from the sampler registry)."""
+prints one-line errors, positive numbers, number lists, ``--device``, ``--attr``, loading the
+model a command names, and the sampling group (its help built from the sampler registry)."""
 
 from __future__ import annotations
 
 import argparse
+import tempfile
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from facediff.diffusion.samplers import SAMPLERS, SamplingSettings, sampler_names, unknown_sampler
@@ -79,6 +81,39 @@ def names(text: str) -> list[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
 
 
+def writable_dir(path: str | Path, what: str = "--out", *, create: bool = True) -> Path:
+    """A folder the command will write into, checked before any work: a file can be written
+    in it (a read-only place, a file in the way, no permission: one line). ``create``: make
+    it now; else only its nearest existing folder is checked (nothing is left behind by a
+    command that then fails)."""
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir():
+        raise FacediffError(f"{what} {p} is a file, not a folder")
+    probe = p
+    try:
+        if create:
+            p.mkdir(parents=True, exist_ok=True)
+        while not probe.exists():
+            probe = probe.parent
+        if not probe.is_dir():
+            raise FacediffError(f"cannot create {what} {p}: {probe} is a file")
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as e:
+        raise FacediffError(f"cannot write to {what} {p}: {e.strerror or e}") from None
+    return p
+
+
+def writable_file(path: str | Path, what: str = "--out") -> Path:
+    """A file the command will write, checked before any work: not a folder, and its folder
+    writable (see ``writable_dir``)."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise FacediffError(f"{what} {p} is a folder; name a file (e.g. {p / 'out.png'})")
+    writable_dir(p.parent, f"the folder of {what}")
+    return p
+
+
 def add_attr(p: argparse.ArgumentParser,
              help: str = "fix an attribute (conditional models), e.g. Smiling=1") -> None:
     """``--attr NAME=VALUE``, repeatable."""
@@ -106,6 +141,7 @@ def add_sampling(
     p: argparse.ArgumentParser, *, flags: Sequence[str] = SAMPLING_FLAGS,
     sampler: str | None = None, steps: int | None = None, guidance: float | None = None,
     batch_size: int | None = None,
+    seed_help: str = "image i uses seed + i, whatever the batch size (default 0)",
 ) -> None:
     """The sampling options (those in ``flags``). A default left None is the model's own
     (its ``config.sample``); ``batch_size`` adds ``--batch-size`` with that default."""
@@ -119,8 +155,7 @@ def add_sampling(
         g.add_argument("--steps", type=positive("--steps"), default=steps,
                        help=f"sampling steps ({f'default {steps}' if steps else model_default})")
     if "seed" in flags:
-        g.add_argument("--seed", type=int, default=0,
-                       help="image i uses seed + i, whatever the batch size (default 0)")
+        g.add_argument("--seed", type=int, default=0, help=seed_help)
     if "eta" in flags:
         g.add_argument("--eta", type=float, help="DDIM eta (0 deterministic, 1 ancestral)")
     if "guidance" in flags:
@@ -136,7 +171,7 @@ def add_sampling(
 
 def check_sampler(name: str | None) -> None:
     """An unknown sampler name is an error before any model is loaded."""
-    if name is not None and name not in SAMPLERS:
+    if name and name not in SAMPLERS:  # empty: the model's own, as before
         raise FacediffError(unknown_sampler(name))
 
 
@@ -144,6 +179,7 @@ def sampling_settings(args: argparse.Namespace) -> SamplingSettings:
     """The settings the sampling options ask for (None: the model's default)."""
     check_sampler(getattr(args, "sampler", None))
     fields = {f: getattr(args, f, None) for f in SAMPLING_FLAGS}
+    fields["sampler"] = fields["sampler"] or None
     if getattr(args, "batch_size", None) is not None:
         fields["batch_size"] = args.batch_size
     if fields["seed"] is None:

@@ -104,6 +104,7 @@ def _train(args: argparse.Namespace) -> int:
     from facediff.data.conditions import UNSPECIFIED
     from facediff.eval.classifier import save_classifier, train_classifier
 
+    shared.writable_dir(args.out)
     tr, te, how = _classifier_sets(args)
     clf = train_classifier(tr.images, tr.labels, tr.spec, val_images=te.images,
                            val_labels=te.labels, epochs=args.epochs, batch=args.batch_size,

@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
         return _inspect(args)
     from facediff.data.synthetic import make_faces
 
+    shared.writable_dir(args.out)
     make_faces(args.out, args.n, args.size, args.seed)
     print(f"wrote {args.n} synthetic faces ({args.size}x{args.size}) to {args.out}")
     return 0
@@ -47,10 +48,11 @@ def _inspect(args: argparse.Namespace) -> int:
     from facediff.config import DataConfig
     from facediff.data.inspect import inspect_dataset
 
+    shared.writable_file(args.grid, "--grid")
     path = Path(args.path).expanduser()
     cfg = DataConfig(path=str(path.resolve()) if path.exists() else args.path,
                      source=args.source, labels=args.labels, split=args.split,
-                     image_size=args.size, conditions=args.conditions or None,
+                     image_size=args.size, conditions=args.conditions,
                      cache=not args.no_cache)
     report = inspect_dataset(cfg, args.grid, n_grid=args.n, progress=not args.no_progress)
     print(report.text())

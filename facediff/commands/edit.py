@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from facediff.commands import arguments as shared
 from facediff.commands.arguments import Commands
@@ -25,7 +24,7 @@ def add_parser(commands: Commands) -> None:
     ed.add_argument("--strength", type=float, default=0.6, help="sdedit: 0..1")
     # editing always runs deterministic DDIM: no --sampler or --eta
     shared.add_sampling(ed, flags=("steps", "seed", "guidance", "guidance_rescale"), steps=50,
-                 guidance=3.0)
+                        guidance=3.0, seed_help="seed of SDEdit's noise (default 0)")
     ed.add_argument("--out", default="edit.png", help="before | after PNG to write")
     shared.add_device(ed)
 
@@ -40,6 +39,9 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.attr:
         raise FacediffError("give at least one --attr NAME=VALUE to change")
+    if not 0.0 < args.strength <= 1.0:  # NaN fails this too
+        raise FacediffError(f"--strength must be in (0, 1], got {args.strength}")
+    out = shared.writable_file(args.out)
     model = shared.load_model(args, conditional=True)
     settings = edit_settings(model, shared.sampling_settings(args))
     photo = load_photo(args.photo, model).to(model.device)
@@ -51,8 +53,6 @@ def run(args: argparse.Namespace) -> int:
     after = edit_photo(model, photo, src, dst, method=args.method, strength=args.strength,
                        settings=settings)
     before = model_to_uint8(photo.cpu())[0]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     make_grid(torch.stack([before, after]), nrow=2).save(out)
     print(f"wrote {out} (before | after: {' '.join(args.attr)}, {args.method}, "
           f"{settings.steps} steps, guidance {settings.guidance})")

@@ -36,7 +36,9 @@ def add_parser(commands: Commands) -> None:
     e.add_argument("--n", type=shared.positive("--n"),
                    help="images to generate (default 10000) or, with --images, to use "
                         "(default: all)")
-    shared.add_sampling(e, batch_size=64)
+    shared.add_sampling(e, batch_size=64,
+                        seed_help="image i uses seed + i; also picks the condition rows and "
+                                  "the --images subset (default 0)")
     e.add_argument("--cond", choices=["ref", "none"], default="ref",
                    help="conditional models: draw conditions from the reference's labels "
                         "(ref) or leave them unspecified (none)")
@@ -69,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     # Check the request.
     if bool(args.model) == bool(args.images):
         raise FacediffError("give a MODEL to sample, or --images DIR to score (not both)")
-    out = Path(args.out) if args.out else None
+    out = shared.writable_dir(args.out) if args.out else None
     if args.save_samples and out is None:
         raise FacediffError("--save-samples needs --out DIR")
     if args.images and (args.sweep_steps or args.samplers or args.sweep_guidance

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from facediff.commands import arguments as shared
 from facediff.commands.arguments import Commands
 
 NAME = "export"
@@ -17,8 +18,11 @@ def add_parser(commands: Commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from facediff.api import load
 
+    shared.writable_dir(Path(args.out).expanduser().parent, "the folder of --out")
     model = load(args.run, device="cpu")
     out = model.save(args.out, half=args.half)
     print(f"exported {model.source} to {out}")

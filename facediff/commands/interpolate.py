@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from facediff.assets import MODEL_HELP
 from facediff.commands import arguments as shared
@@ -35,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from facediff.viz.grid import make_grid
 
     settings = shared.sampling_settings(args)
+    out = shared.writable_file(args.out)
     model = shared.load_model(args, conditional=bool(args.sweep or args.attr))
     if args.sweep:
         imgs = interpolate_attribute(model, args.sweep, args.frames, rows=args.rows,
@@ -50,8 +50,6 @@ def run(args: argparse.Namespace) -> int:
                 from None
         imgs = interpolate_seeds(model, a, b, args.frames, settings=settings, attrs=args.attr)
         what = f"seed {a} to seed {b} in {args.frames} frames"
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     make_grid(imgs, nrow=args.frames).save(out)
     print(f"wrote {out} ({what})")
     return 0

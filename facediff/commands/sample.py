@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from facediff.assets import MODEL_HELP
 from facediff.commands import arguments as shared
@@ -29,8 +28,8 @@ def add_parser(commands: Commands) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = shared.sampling_settings(args)
+    out = shared.writable_dir(args.out)
     model = shared.load_model(args, conditional=bool(args.attr or args.attr_grid))
-    out = Path(args.out)
     if args.attr_grid:
         from facediff.viz.attributes import attribute_grid
 

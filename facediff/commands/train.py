@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 from facediff.commands import arguments as shared
@@ -18,6 +19,7 @@ _DONE = {
     "early_stopped": "stopped early (validation loss stopped improving)",
     "interrupted": "interrupted; run the same command to resume",
     "paused": "paused; run the same command to resume",
+    "time_limit": "stopped at the {limit:g}-minute time limit; run the same command to resume",
 }
 
 
@@ -42,11 +44,14 @@ def add_parser(commands: Commands) -> None:
 def run(args: argparse.Namespace) -> int:
     from facediff.train.trainer import train
 
-    run_dir = Path(args.out)
+    run_dir = shared.writable_dir(args.out, create=False)
     cfg = _config(args, run_dir)
     result = train(cfg, run_dir, progress=not args.no_progress, time_limit_min=args.time_limit)
-    msg = _DONE.get(result.reason) or (f"stopped at the {args.time_limit or 0:g}-minute time "
-                                       "limit; run the same command to resume")
+    if result.reason == "diverged":
+        if result.main_process:
+            print(f"facediff: error: {result.message}", file=sys.stderr)
+        return 2
+    msg = _DONE[result.reason].format(limit=args.time_limit or 0)
     loss = f", loss {result.last_loss:.4f}" if result.last_loss is not None else ""
     if result.main_process:
         print(f"{msg} at step {result.step}{loss}; model: {run_dir / 'model'}")

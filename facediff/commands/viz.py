@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
 
     fmt = getattr(args, "animation", "none")
     check_format(fmt)  # before any work
-    out = Path(args.out)
+    out = shared.writable_file(args.out)
     frames: Frames | None = None
     if args.viz_command == "forward":
         frames, what = _forward(args, fmt != "none")

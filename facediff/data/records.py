@@ -13,11 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
 from facediff.data.conditions import ConditionSpec
-from facediff.data.transforms import image_to_array
+from facediff.data.transforms import DECODE_ERRORS, check_decode_budget, image_to_array
 from facediff.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ class Records:
     keys: list[str]  # one per image: a relative path or an id
     open_image: Callable[[int], Image.Image]  # the i-th image, as PIL
     spec: ConditionSpec | None = None
-    labels: np.ndarray | None = None  # (N, len(spec)) int16, -1 = unknown
+    labels: np.ndarray | None = None  # (N, len(spec)) int16, UNSPECIFIED where unknown
     fingerprint: str = ""  # changes whenever the images or labels change
     notes: list[str] = field(default_factory=list)  # what was skipped or converted
     crop_box: Box | None = None  # applied before the square crop (CelebA's face crop)
@@ -63,13 +63,11 @@ class ImageSet:
         return len(self.images)
 
 
-_DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError,
-                  Image.DecompressionBombError)
-
-
 def _decode_one(records: Records, i: int, size: int, channels: int, center_crop: bool):
+    img = None
     try:
-        img = records.open_image(i)
+        img = records.open_image(i)  # PIL opens lazily: only the header is read so far
+        check_decode_budget(img)
         img.load()
         img = ImageOps.exif_transpose(img)  # phone photos: apply the stored rotation
         src = img.size
@@ -77,7 +75,9 @@ def _decode_one(records: Records, i: int, size: int, channels: int, center_crop:
             img = img.crop(records.crop_box)
         small = min(img.size) < size
         return image_to_array(img, size, channels, center_crop), small, src, None
-    except _DECODE_ERRORS as e:
+    except DECODE_ERRORS as e:
+        if img is not None:
+            img.close()  # e.g. one over the budget: never loaded, its file still open
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         return None, False, None, reason
 
@@ -93,8 +93,10 @@ def decode_records(
 ) -> ImageSet:
     """Decode, crop and resize every image once (threads; PIL releases the GIL).
 
-    Unreadable images are skipped with a warning that counts them and names the first few
-    (their label rows go with them); images smaller than ``image_size`` are upscaled and
+    Unreadable images, and images over the decode budget (``MAX_DECODED_BYTES``, checked from
+    the header before decoding) or Pillow's decompression-bomb limit, are skipped with a
+    warning that counts them and names the first few with the reason (their label rows go
+    with them); images smaller than ``image_size`` are upscaled and
     counted. If nothing is readable the dataset is an error.
     """
     n = len(records)
@@ -125,7 +127,7 @@ def decode_records(
     if skipped:
         first = ", ".join(f"{k} ({why})" for k, why in skipped[:3])
         more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
-        log.warning("skipped %d of %d unreadable images in %s: %s%s",
+        log.warning("skipped %d of %d unreadable or too large images in %s: %s%s",
                     len(skipped), n, records.root, first, more)
     if upscaled:
         log.warning("%d images smaller than %dpx were upscaled", upscaled, image_size)

@@ -1,13 +1,57 @@
-"""Image transforms: any PIL mode to the model's mode, crop and resize, and the one place
-where pixels are scaled between uint8 [0, 255] and the model's [-1, 1]."""
+"""Image transforms: the memory budget for decoding an image, any PIL mode to the model's mode,
+crop and resize, and the one place where pixels are scaled between uint8 [0, 255] and the
+model's [-1, 1]."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageMode
+
+from facediff.errors import DataError
 
 _RESAMPLE = Image.Resampling.LANCZOS
+
+# The most decoded pixel bytes one image may take: 256 MiB, about 89 megapixels in RGB, which
+# is Pillow's own DecompressionBombWarning threshold (Image.MAX_IMAGE_PIXELS). Pillow refuses
+# only at twice that, and a 13000x13000 PNG below its limit costs gigabytes once converted and
+# resized; a face photo needs a small fraction of this. Checked from the header, before decoding.
+MAX_DECODED_BYTES = 256 * 2**20
+
+
+class ImageTooLargeError(DataError):
+    """An image whose decoded pixels would exceed ``MAX_DECODED_BYTES``."""
+
+
+# what opening, decoding and converting a bad image file can raise (UnidentifiedImageError
+# and "image file is truncated" are OSErrors; PIL's plugins raise SyntaxError for broken files)
+DECODE_ERRORS: tuple[type[Exception], ...] = (
+    OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError, ImageTooLargeError)
+
+
+def decoded_bytes(img: Image.Image) -> int:
+    """The bytes an image's pixels take decoded (width x height x bands x bytes per sample),
+    read from its header: nothing is decoded."""
+    mode = ImageMode.getmode(img.mode)
+    return img.width * img.height * len(mode.bands) * np.dtype(mode.typestr).itemsize
+
+
+def check_decode_budget(img: Image.Image) -> None:
+    """Refuse, before anything decodes it, an image larger than ``MAX_DECODED_BYTES``: its
+    decoded pixels, or the RGB copy converting it makes (a grey or palette image of many
+    pixels is small stored but not converted)."""
+    need = max(decoded_bytes(img), img.width * img.height * 3)
+    if need > MAX_DECODED_BYTES:
+        raise ImageTooLargeError(
+            f"{img.width}x{img.height} {img.mode} needs {_in_units(need)} decoded, over the "
+            f"{_in_units(MAX_DECODED_BYTES)} budget for one image "
+            f"(facediff.data.transforms.MAX_DECODED_BYTES)")
+
+
+def _in_units(n: int) -> str:
+    if n >= 10 * 2**20:
+        return f"{n / 2**20:.0f} MiB"
+    return f"{n / 2**10:.0f} KiB" if n >= 10 * 2**10 else f"{n} bytes"
 
 
 def to_mode(img: Image.Image, channels: int) -> Image.Image:
@@ -47,7 +91,9 @@ def crop_resize(img: Image.Image, size: int, center_crop: bool = True) -> Image.
 
 
 def image_to_array(img: Image.Image, size: int, channels: int, center_crop: bool) -> np.ndarray:
-    """A PIL image to a uint8 array of shape (size, size, channels)."""
+    """A PIL image to a uint8 array of shape (size, size, channels); an image over the decode
+    budget is refused (``ImageTooLargeError``) before it is decoded."""
+    check_decode_budget(img)
     arr = np.asarray(crop_resize(to_mode(img, channels), size, center_crop), dtype=np.uint8)
     if arr.ndim == 2:
         arr = arr[:, :, None]

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from facediff.api import FaceModel
 
 EDIT_STEPS = 50  # DDIM steps of an edit unless the settings say otherwise
+EDIT_GUIDANCE = 3.0  # and its guidance scale
 # editing runs the deterministic DDIM path without clipping x_0: an inversion must be able to
 # reach the photo's own x_T, clipped or not
 _EDIT_DDIM = {"clip_sample": False}
@@ -59,16 +60,28 @@ def _noise_shape(model: FaceModel) -> tuple[int, int, int]:
 
 
 def load_photo(path: str | Path, model: FaceModel) -> torch.Tensor:
-    """A photo as the model sees it: centre crop, resize, [-1, 1], shape (1, C, H, W)."""
+    """A photo as the model sees it: centre crop, resize, [-1, 1], shape (1, C, H, W).
+
+    A photo that cannot be decoded, or whose pixels would exceed the decode budget
+    (``facediff.data.transforms.MAX_DECODED_BYTES``, checked from the header before decoding),
+    is a ``FacediffError`` naming the file and the reason.
+    """
+    import warnings
+
+    from facediff.data.transforms import DECODE_ERRORS
+
     p = Path(path)
     if not p.is_file():
         raise FacediffError(f"photo not found: {p}")
     c, size, _ = _noise_shape(model)
     try:
-        with Image.open(p) as img:
-            arr = image_to_array(img, size, c, center_crop=True)
-    except (OSError, ValueError) as e:
-        raise FacediffError(f"cannot read photo {p}: {e}") from e
+        with warnings.catch_warnings():  # the budget below says it in one line, not Pillow
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(p) as img:  # lazy: image_to_array checks the decode budget first
+                arr = image_to_array(img, size, c, center_crop=True)
+    except DECODE_ERRORS as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise FacediffError(f"cannot read photo {p}: {reason}") from e
     return uint8_to_model(torch.from_numpy(np.array(arr))[None])
 
 
@@ -98,10 +111,14 @@ def ddim_generate(model: FaceModel, xT: torch.Tensor, cond: torch.Tensor | None,
 
 
 def edit_settings(model: FaceModel, settings: SamplingSettings | None = None) -> SamplingSettings:
-    """The settings an edit runs with: deterministic DDIM (eta 0), ``EDIT_STEPS`` steps unless
-    ``settings`` give others, the rest from the model's defaults."""
-    base = settings if settings is not None else SamplingSettings(steps=EDIT_STEPS)
-    return model.settings(base, sampler="ddim", eta=0.0)
+    """The settings an edit runs with: deterministic DDIM (eta 0); unless ``settings`` give
+    others, ``EDIT_STEPS`` steps, guidance ``EDIT_GUIDANCE`` and no guidance rescale (an
+    edit's own defaults, not the model's sampling ones)."""
+    s = settings if settings is not None else SamplingSettings()
+    s = s.override(steps=s.steps or EDIT_STEPS,
+                   guidance=EDIT_GUIDANCE if s.guidance is None else s.guidance,
+                   guidance_rescale=0.0 if s.guidance_rescale is None else s.guidance_rescale)
+    return model.settings(s, sampler="ddim", eta=0.0)
 
 
 def edit_photo(

@@ -11,10 +11,13 @@ filled in once, from the model's ``config.sample``, by ``resolve`` (``FaceModel.
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
 from facediff.config import SampleConfig
+from facediff.errors import FacediffError
 
 
 @dataclass(frozen=True)
@@ -25,7 +28,6 @@ class SamplerSpec:
     scheduler: str
     kwargs: dict[str, Any] = field(default_factory=dict)
     description: str = ""
-    evals_per_step: int = 1
     inverse: str | None = None
 
 
@@ -39,8 +41,7 @@ SAMPLERS: dict[str, SamplerSpec] = {
                          "DPM-Solver++ 2M"),
     "unipc": SamplerSpec("UniPCMultistepScheduler", {"solver_order": 2}, "UniPC (bh2)"),
     "euler": SamplerSpec("EulerDiscreteScheduler", {}, "Euler (Karras et al. ODE)"),
-    "heun": SamplerSpec("HeunDiscreteScheduler", {}, "Heun 2nd order (2 evaluations/step)",
-                        evals_per_step=2),
+    "heun": SamplerSpec("HeunDiscreteScheduler", {}, "Heun 2nd order (2 evaluations/step)"),
 }
 
 
@@ -54,7 +55,7 @@ def unknown_sampler(name: str) -> str:
     return f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SamplingSettings:
     """How to sample. ``None``: the model's default (``config.sample``); see ``resolve``.
 
@@ -69,6 +70,28 @@ class SamplingSettings:
     guidance_rescale: float | None = None  # 0..1, Lin et al. 2023
     seed: int = 0
     batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        """Every value given is checked here, so a bad one is an error before any work."""
+        for name, lo, hi in (("eta", 0.0, 1.0), ("guidance", 0.0, math.inf),
+                             ("guidance_rescale", 0.0, 1.0)):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+                    or not math.isfinite(value) or not lo <= value <= hi:
+                shown = "0 or more" if hi == math.inf else f"between {lo:g} and {hi:g}"
+                raise FacediffError(f"{name.replace('_', ' ')} must be a number {shown}, "
+                                    f"got {value}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
+            raise FacediffError(f"seed must be a whole number, got {self.seed}")
+        for name in ("steps", "batch_size"):
+            value = getattr(self, name)
+            if value is None and name == "steps":
+                continue
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise FacediffError(f"{name.replace('_', ' ')} must be a whole number of at "
+                                    f"least 1, got {value}")
 
     def resolve(self, defaults: SampleConfig) -> SamplingSettings:
         """Every ``None`` (and an empty sampler or zero steps) filled from ``defaults``."""

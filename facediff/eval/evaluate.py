@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 def map_labels(target: ConditionSpec, source: ConditionSpec, labels: np.ndarray) -> np.ndarray:
     """Re-express ``labels`` (in ``source``'s conditions) in ``target``'s, by name and value.
 
-    Conditions or values that ``source`` lacks become unspecified (-1).
+    Conditions or values that ``source`` lacks become UNSPECIFIED.
     """
     out = np.full((len(labels), len(target)), UNSPECIFIED, dtype=np.int64)
     by_name = {c.name.lower(): (j, c) for j, c in enumerate(source.conditions)}
@@ -46,7 +46,8 @@ def map_labels(target: ConditionSpec, source: ConditionSpec, labels: np.ndarray)
         if c.name.lower() not in by_name:
             continue
         j, sc = by_name[c.name.lower()]
-        lut = np.full(len(sc.values) + 1, UNSPECIFIED, dtype=np.int64)  # last slot: -1 stays -1
+        # one slot more, the last: an UNSPECIFIED (-1) label indexes it and stays UNSPECIFIED
+        lut = np.full(len(sc.values) + 1, UNSPECIFIED, dtype=np.int64)
         for vi, v in enumerate(sc.values):
             if v in c.values:
                 lut[vi] = c.values.index(v)
@@ -188,7 +189,7 @@ def evaluate_model(
 ) -> Result:
     """Sample ``n`` images and score them against the reference features."""
     started = time.perf_counter()
-    s = model.settings(settings)
+    s = model.settings(settings if settings is not None else SamplingSettings(batch_size=64))
     spec = model.spec
     rows = condition_rows(spec, ref, n, seed=s.seed, mode=cond)
     run = sample_features(model, extractor, n, settings=s, rows=rows, classifier=classifier,

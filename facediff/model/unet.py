@@ -46,5 +46,5 @@ def build_unet(cfg: Config, conditional: bool = False) -> UNet2DModel:
     )
 
 
-def count_parameters(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+def count_parameters(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

@@ -1,4 +1,4 @@
-"""Every file a run writes: its config, checkpoints and exported models.
+"""Every file a run writes: its config, checkpoints and exported models, and reading them back.
 
 Run dir layout::
 
@@ -7,22 +7,33 @@ Run dir layout::
     RUN/model/{config.yaml, weights.safetensors}       exported EMA weights
     RUN/samples/step-0001000.png                      fixed-noise grids
     RUN/logs/                                         TensorBoard events and metrics.csv
+    RUN/.lock                                         held by the trainer (facediff.train.lock)
 
-A checkpoint is written into a hidden temporary folder, every file flushed and fsynced, and
-the folder renamed into place (facediff.atomic): a crash mid-write leaves the previous
-checkpoint as the latest.
+Writes: a checkpoint or export is written into a hidden temporary folder, every file flushed
+and fsynced, and the folder renamed into place (facediff.atomic): a crash mid-write leaves the
+previous one as the latest. Weights with NaN or inf are never written (``NonFiniteError``). A
+failed write (no space, read-only, permission) removes its temporary folder and is one line
+(``WriteError``); the run resumes with the same command once the cause is fixed.
+
+Reads verify what they read (the safetensors header and sizes, ``state.pt``, finite weights):
+resume takes the newest checkpoint that loads and a run dir's model falls back from a broken
+export to its checkpoints, saying what was skipped and why (``CorruptError`` when nothing
+loads).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from facediff.assets import ASSETS, resolve_model
@@ -30,9 +41,13 @@ from facediff.atomic import publish_dir, write_text
 from facediff.config import Config
 from facediff.errors import FacediffError, ModelNotFoundError
 
+log = logging.getLogger(__name__)
+
 CKPT_DIR = "checkpoints"
 EXPORT_DIR = "model"
 _STEP_RE = re.compile(r"^step-(\d{7,})$")
+_TMP_RE = re.compile(r"^\.(tmp-.+|.+\.\d+\.tmp)$")  # checkpoint/export folders; atomic files
+_OLD_RE = re.compile(r"^\.(.+)\.old-\d+$")  # an export being replaced (facediff.atomic)
 CKPT_FILES = ("config.yaml", "model.safetensors", "ema.safetensors", "state.pt")
 EXPORT_FILES = ("config.yaml", "weights.safetensors")
 
@@ -47,9 +62,88 @@ def _state_dict_cpu(sd: dict[str, torch.Tensor], dtype: torch.dtype | None = Non
     return out
 
 
+class WriteError(FacediffError, OSError):
+    """A file of the run could not be written: no space, a read-only place, no permission."""
+
+
+class CorruptError(FacediffError):
+    """A checkpoint or exported model that cannot be read back."""
+
+
+class NonFiniteError(FacediffError):
+    """Weights with NaN or inf values: the run diverged; they are never written."""
+
+
+# what a failed write raises: OSError (no space, read-only), torch.save's RuntimeError
+# ("unexpected pos" on a full disk) and safetensors' own error
+_WRITE_ERRORS = (OSError, RuntimeError, SafetensorError)
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def non_finite(state: dict[str, torch.Tensor]) -> list[str]:
+    """The names of the floating-point tensors of ``state`` that hold a NaN or an inf."""
+    return [k for k, v in state.items()
+            if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+def _check_finite(state: dict[str, torch.Tensor], what: str) -> None:
+    bad = non_finite(state)
+    if bad:
+        raise NonFiniteError(f"{what} has NaN or inf values in {len(bad)} of {len(state)} "
+                             f"tensors (first: {bad[0]}); not written")
+
+
+@contextmanager
+def _writing(tmp: Path, final: Path, what: str) -> Iterator[Path]:
+    """Write a folder at ``tmp`` and publish it as ``final``; any failure removes ``tmp`` and
+    is one ``WriteError`` line naming ``final`` and the cause."""
+    try:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        yield tmp
+        publish_dir(tmp, final)
+    except _WRITE_ERRORS as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise WriteError(f"cannot write {what} {final}: {_reason(e)}") from e
+
+
 def save_config(path: str | Path, cfg: Config) -> Path:
     """Write ``cfg`` as YAML to ``path`` atomically (a run's ``config.yaml``)."""
-    return write_text(path, cfg.to_yaml())
+    try:
+        return write_text(path, cfg.to_yaml())
+    except OSError as e:
+        raise WriteError(f"cannot write {path}: {_reason(e)}") from e
+
+
+def clean_stale(run_dir: str | Path) -> list[Path]:
+    """Remove what interrupted writes left in a run dir (temporary checkpoint and export
+    folders, temporary files, the previous copy of an export that was being replaced; an
+    export whose replacement never arrived is restored). Only safe while the run's lock is
+    held. Returns what was removed."""
+    run = Path(run_dir)
+    removed: list[Path] = []
+    for root in (run, run / CKPT_DIR):
+        if not root.is_dir():
+            continue
+        for p in root.glob(".*"):
+            old = _OLD_RE.match(p.name)
+            if old and not (root / old.group(1)).exists():
+                os.replace(p, root / old.group(1))  # the new copy never arrived: restore
+                log.warning("restored %s from an interrupted replacement", root / old.group(1))
+                continue
+            if old or _TMP_RE.match(p.name):
+                if p.is_dir():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
+                removed.append(p)
+    return removed
 
 
 # ---- checkpoints ------------------------------------------------------------------------
@@ -86,36 +180,80 @@ def save_checkpoint(
     train_state: dict[str, Any],
     keep: int,
 ) -> Path:
-    """Write checkpoint ``step`` atomically and delete all but the newest ``keep``."""
+    """Write checkpoint ``step`` atomically and delete all but the newest ``keep``.
+
+    Non-finite weights raise ``NonFiniteError`` before anything is written, so rotation never
+    removes the last good checkpoint for a diverged one; a failed write raises ``WriteError``.
+    """
+    _check_finite(model_state, f"the model at step {step}")
+    _check_finite(ema_state, f"the EMA at step {step}")
     root = Path(run_dir) / CKPT_DIR
-    root.mkdir(parents=True, exist_ok=True)
     final = root / checkpoint_name(step)
     tmp = root / f".tmp-{checkpoint_name(step)}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    (tmp / "config.yaml").write_text(cfg.to_yaml())
-    save_file(_state_dict_cpu(model_state), str(tmp / "model.safetensors"))
-    save_file(_state_dict_cpu(ema_state), str(tmp / "ema.safetensors"))
-    torch.save(train_state, tmp / "state.pt")
-    publish_dir(tmp, final)
+    with _writing(tmp, final, "checkpoint"):
+        (tmp / "config.yaml").write_text(cfg.to_yaml())
+        save_file(_state_dict_cpu(model_state), str(tmp / "model.safetensors"))
+        save_file(_state_dict_cpu(ema_state), str(tmp / "ema.safetensors"))
+        torch.save(train_state, tmp / "state.pt")
     for _, old in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
-    for stale in root.glob(".tmp-*"):  # left by a crash in an earlier run
+    for stale in root.glob(".tmp-*"):  # left by a crash in an earlier run (the lock is ours)
         if stale != tmp:
             shutil.rmtree(stale, ignore_errors=True)
     return final
 
 
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file, verified: its header and sizes (safetensors), finite values."""
+    try:
+        weights = load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise CorruptError(f"cannot read {path}: {_reason(e)}") from None
+    bad = non_finite(weights)
+    if bad:
+        raise CorruptError(f"{path} holds NaN or inf values ({len(bad)} tensors, first: "
+                           f"{bad[0]}): written by a run that diverged")
+    return weights
+
+
+def _read_config(path: Path) -> Config:
+    try:
+        return Config.load(path)
+    except FacediffError as e:
+        raise CorruptError(str(e)) from None
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint folder: config, model and EMA weights, training state."""
+    """Read and verify a checkpoint folder: config, model and EMA weights, training state
+    (``CorruptError`` naming the file that does not load)."""
     p = Path(path)
+    try:
+        state = torch.load(p / "state.pt", map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated zip, a bad pickle, a payload weights_only refuses
+        raise CorruptError(f"cannot read {p / 'state.pt'}: {_reason(e)}") from None
     return {
-        "config": Config.load(p / "config.yaml"),
-        "model": load_file(str(p / "model.safetensors")),
-        "ema": load_file(str(p / "ema.safetensors")),
-        "state": torch.load(p / "state.pt", map_location="cpu", weights_only=True),
+        "config": _read_config(p / "config.yaml"),
+        "model": _read_weights(p / "model.safetensors"),
+        "ema": _read_weights(p / "ema.safetensors"),
+        "state": state,
     }
+
+
+def load_latest_checkpoint(run_dir: str | Path) -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint of a run that loads (None: the run has none yet). Each newer one
+    that does not load is skipped with a warning saying why; if none loads, CorruptError."""
+    skipped = []
+    for _, path in reversed(list_checkpoints(run_dir)):
+        try:
+            loaded = load_checkpoint(path)
+        except CorruptError as e:
+            log.warning("skipping checkpoint %s: %s", path.name, e)
+            skipped.append(f"{path.name}: {e}")
+            continue
+        return path, loaded
+    if skipped:
+        raise CorruptError(f"no checkpoint of {run_dir} can be read ({'; '.join(skipped)})")
+    return None
 
 
 # ---- exported models --------------------------------------------------------------------
@@ -124,22 +262,20 @@ def export_model(
     out_dir: str | Path, cfg: Config, ema_state: dict[str, torch.Tensor], *,
     dtype: torch.dtype | None = None, step: int | None = None,
 ) -> Path:
-    """Write an exported model (config.yaml + weights.safetensors), atomically."""
+    """Write an exported model (config.yaml + weights.safetensors), atomically (non-finite
+    weights: ``NonFiniteError``, nothing written; a failed write: ``WriteError``)."""
     out = Path(out_dir)
     if out.exists() and not is_exported_model(out) and (not out.is_dir() or any(out.iterdir())):
         raise FacediffError(
             f"refusing to export into {out}: it exists and is not an exported model "
             "(choose a new or empty folder)"
         )
-    out.parent.mkdir(parents=True, exist_ok=True)
+    _check_finite(ema_state, f"the model for {out}")
     tmp = out.with_name(f".tmp-{out.name}-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    (tmp / "config.yaml").write_text(cfg.to_yaml())
-    save_file(_state_dict_cpu(ema_state, dtype), str(tmp / "weights.safetensors"),
-              metadata={"format": "pt", "facediff": "ema", "step": str(step or 0)})
-    publish_dir(tmp, out)
+    with _writing(tmp, out, "exported model"):
+        (tmp / "config.yaml").write_text(cfg.to_yaml())
+        save_file(_state_dict_cpu(ema_state, dtype), str(tmp / "weights.safetensors"),
+                  metadata={"format": "pt", "facediff": "ema", "step": str(step or 0)})
     return out
 
 
@@ -152,27 +288,35 @@ def read_model(path: str | Path | None, conditional: bool = False,
     """Config and EMA weights from an exported model dir, a run dir or a bundled model's name
     (None: a bundled model, the attribute one if ``conditional``; see facediff.assets).
 
-    A run dir gives its export if it has one, else its latest checkpoint's EMA weights.
-    Returns (config, weights, description of where they came from).
+    A run dir gives the newest of its export and its checkpoints that loads (a broken one is
+    skipped with a warning). Returns (config, weights, description of where they came from).
     """
     p = resolve_model(path, conditional)
     if is_exported_model(p):
         source = f"bundled {p.name}" if p.parent == ASSETS else str(p)
-        return Config.load(p / "config.yaml"), load_file(str(p / "weights.safetensors")), source
-    ckpt = latest_checkpoint(p)
+        return _read_config(p / "config.yaml"), _read_weights(p / "weights.safetensors"), source
+    candidates = [(step, ckpt, "ema.safetensors") for step, ckpt in list_checkpoints(p)]
     export = p / EXPORT_DIR
-    if is_exported_model(export):
-        export_step = exported_step(export)
-        if ckpt is None or export_step is None or export_step >= list_checkpoints(p)[-1][0]:
-            return (Config.load(export / "config.yaml"),
-                    load_file(str(export / "weights.safetensors")), str(export))
-    if ckpt is not None:
-        return Config.load(ckpt / "config.yaml"), load_file(str(ckpt / "ema.safetensors")), \
-            str(ckpt)
-    raise ModelNotFoundError(
-        f"no model in {p}: expected config.yaml + weights.safetensors, or a run dir "
-        f"with {EXPORT_DIR}/ or {CKPT_DIR}/step-*/"
-    )
+    if is_exported_model(export):  # on a tie the export wins: it is what the run handed over
+        step = exported_step(export)  # not recorded: the export is taken as the newest
+        candidates.append((step if step is not None else float("inf"), export,
+                           "weights.safetensors"))
+        candidates.sort(key=lambda c: (c[0], c[1] == export))
+    if not candidates:
+        raise ModelNotFoundError(
+            f"no model in {p}: expected config.yaml + weights.safetensors, or a run dir "
+            f"with {EXPORT_DIR}/ or {CKPT_DIR}/step-*/"
+        )
+    skipped = []
+    for _, where, weights in reversed(candidates):
+        try:
+            cfg, w = _read_config(where / "config.yaml"), _read_weights(where / weights)
+        except CorruptError as e:
+            log.warning("skipping %s: %s", where, e)
+            skipped.append(str(e))
+            continue
+        return cfg, w, str(where)
+    raise CorruptError(f"no model in {p} can be read ({'; '.join(skipped)})")
 
 
 def exported_step(export: Path) -> int | None:
@@ -180,5 +324,5 @@ def exported_step(export: Path) -> int | None:
     try:
         with safe_open(str(export / "weights.safetensors"), framework="pt") as f:
             return int((f.metadata() or {}).get("step", ""))
-    except (OSError, ValueError):
+    except (OSError, ValueError, SafetensorError):
         return None

@@ -35,15 +35,15 @@ class HalfLifeEMA(EMAModel):
             return 0.0
         return 0.5 ** (self.batch_size / halflife)
 
-    def named_state(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
-        """The model's state dict with the averaged values in place of its parameters."""
-        state = dict(model.state_dict())
-        for (name, _), shadow in zip(model.named_parameters(), self.shadow_params, strict=True):
+    def named_state(self, net: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """The network's state dict with the averaged values in place of its parameters."""
+        state = dict(net.state_dict())
+        for (name, _), shadow in zip(net.named_parameters(), self.shadow_params, strict=True):
             state[name] = shadow
         return state
 
-    def load_named_state(self, model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-        for (name, _), shadow in zip(model.named_parameters(), self.shadow_params, strict=True):
+    def load_named_state(self, net: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+        for (name, _), shadow in zip(net.named_parameters(), self.shadow_params, strict=True):
             shadow.copy_(state[name].to(shadow.device, shadow.dtype))
 
     def checksum(self) -> torch.Tensor:

@@ -35,12 +35,13 @@ from facediff.errors import ConfigError, FacediffError
 from facediff.model import build_net, count_parameters
 from facediff.train import checkpoint as ckpt
 from facediff.train.ema import HalfLifeEMA
+from facediff.train.lock import RunLock, RunLockedError
 from facediff.viz.grid import make_grid
 
 log = logging.getLogger(__name__)
 
 CSV_FIELDS = ["step", "images", "loss", "lr", "grad_norm", "img_per_s", "val_loss", "fid",
-              "kid", "precision", "recall", "eval_n", "time"]
+              "kid", "precision", "recall", "eval_n", "time", "skipped"]
 EVAL_SEED = 777  # the samples scored during training: the same seeds every time
 SAMPLE_SEED = 12345  # fixed noise for the progress grids
 
@@ -61,11 +62,13 @@ class GlobalBatch:
 class TrainResult:
     run_dir: Path
     step: int
-    reason: str  # "finished", "early_stopped", "interrupted", "paused", "time_limit"
+    # "finished", "early_stopped", "interrupted", "paused", "time_limit", "diverged"
+    reason: str
     last_loss: float | None
     img_per_s: float | None
     best_val_loss: float | None = None
     main_process: bool = True
+    message: str = ""  # why it stopped, for "diverged"
 
 
 def resolve_mixed_precision(setting: str) -> str:
@@ -165,6 +168,9 @@ class Trainer:
         self.best_fid: float | None = None
         self.last_loss: float | None = None
         self.img_per_s: float | None = None
+        self.skipped_steps = 0  # steps skipped for NaN/inf loss or gradients, in all
+        self.bad_in_row = 0  # ... and in a row, up to now
+        self.last_step_finite = True
         self._eval_state: tuple[Any, Any] | None = None  # (feature net, reference)
         if cfg.train.eval_every and self.accelerator.is_main_process:
             from facediff.eval.features import default_weights
@@ -279,6 +285,7 @@ class Trainer:
             "best_val": self.best_val,
             "bad_vals": self.bad_vals,
             "best_fid": self.best_fid,
+            "skipped_steps": self.skipped_steps,
             "world_size": self.world,
         }
         if torch.cuda.is_available():
@@ -288,8 +295,9 @@ class Trainer:
             state["grad_scaler"] = scaler.state_dict()
         return state
 
-    def resume_from(self, path: Path) -> None:
-        c = ckpt.load_checkpoint(path)
+    def resume_from(self, path: Path, loaded: dict[str, Any] | None = None) -> None:
+        """Restore the checkpoint at ``path`` (``loaded``: already read and verified)."""
+        c = loaded if loaded is not None else ckpt.load_checkpoint(path)
         check_resumable(c["config"], self.cfg)
         self.net.load_state_dict(c["model"])
         self.ema.load_named_state(self.net, c["ema"])
@@ -313,11 +321,22 @@ class Trainer:
         self.step = int(s["step"])
         self.best_val, self.bad_vals = s.get("best_val"), int(s.get("bad_vals", 0))
         self.best_fid = s.get("best_fid")
+        self.skipped_steps = int(s.get("skipped_steps", 0))
         if self.accelerator.is_main_process:
             log.info("resumed %s at step %d", path, self.step)
 
+    def _finite(self) -> bool:
+        """Whether the weights and the EMA are all finite (the same answer on every rank: the
+        weights are identical there)."""
+        return all(bool(torch.isfinite(p).all()) for p in
+                   [*self.net.parameters(), *self.ema.shadow_params])
+
     def _checkpoint(self) -> None:
+        """A checkpoint of this step; weights that are not finite are never written
+        (``_Diverged``)."""
         acc = self.accelerator
+        if not self._finite():
+            raise _Diverged(f"the weights became NaN or inf by step {self.step}")
         if self.world > 1:  # EMA must be identical on every rank before it is written once
             sums = acc.gather(self.ema.checksum().reshape(1).to(self.device))
             if not torch.all(sums == sums[0]):
@@ -333,6 +352,8 @@ class Trainer:
         acc.wait_for_everyone()
 
     def _export(self) -> None:
+        if not self._finite():
+            raise _Diverged(f"the weights became NaN or inf by step {self.step}")
         if self.accelerator.is_main_process:
             ckpt.export_model(self.run_dir / ckpt.EXPORT_DIR, self.cfg,
                               self.ema.named_state(self.net), step=self.step)
@@ -349,27 +370,37 @@ class Trainer:
         # the run's full config, readable in TensorBoard's Text tab (indented: Markdown code)
         self.writer.add_text("config", "    " + self.cfg.to_yaml().replace("\n", "\n    "),
                              self.step)
-        csv_path = logs / "metrics.csv"
-        rows = []
-        if csv_path.exists():  # drop rows written after the checkpoint we resume from
-            with open(csv_path, newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= self.step]
-        with open(csv_path, "w", newline="") as f:
-            w = csv.DictWriter(f, CSV_FIELDS)
-            w.writeheader()
-            w.writerows(rows)
-        self.csv_path = csv_path
+        # appended, never rewritten: rows a crashed run wrote after the checkpoint it resumes
+        # from stay, and readers drop them (facediff.viz.training.read_metrics)
+        self.csv_path = logs / "metrics.csv"
+        self.csv_fields = CSV_FIELDS
+        if self.csv_path.is_file() and self.csv_path.stat().st_size:
+            with open(self.csv_path, newline="") as f:
+                self.csv_fields = next(csv.reader(f), None) or CSV_FIELDS
+        else:
+            self._append_csv(None)
 
     def _log(self, row: dict[str, Any]) -> None:
         if not self.accelerator.is_main_process:
             return
         tags = {"val_loss": "val/loss", "fid": "eval/fid", "kid": "eval/kid",
                 "precision": "eval/precision", "recall": "eval/recall"}
-        for k in ("loss", "lr", "grad_norm", "img_per_s", *tags):
+        for k in ("loss", "lr", "grad_norm", "img_per_s", "skipped", *tags):
             if row.get(k) is not None:
                 self.writer.add_scalar(tags.get(k, f"train/{k}"), row[k], row["step"])
-        with open(self.csv_path, "a", newline="") as f:
-            csv.DictWriter(f, CSV_FIELDS).writerow({k: row.get(k, "") for k in CSV_FIELDS})
+        self._append_csv(row)
+
+    def _append_csv(self, row: dict[str, Any] | None) -> None:
+        """One row (None: the header) appended to metrics.csv."""
+        try:
+            with open(self.csv_path, "a", newline="") as f:
+                w = csv.DictWriter(f, self.csv_fields, extrasaction="ignore")
+                if row is None:
+                    w.writeheader()
+                else:
+                    w.writerow({k: row.get(k, "") for k in self.csv_fields})
+        except OSError as e:
+            raise ckpt.WriteError(f"cannot write {self.csv_path}: {e.strerror or e}") from e
 
     def _ema_net(self) -> torch.nn.Module:
         self.ema.copy_to(self.ema_net.parameters())
@@ -518,6 +549,7 @@ class Trainer:
         torch.manual_seed(step_seed(tc.seed, self.step) + 104_729 * self.rank)  # dropout
         loss_sum = torch.zeros((), device=self.device)
         grad_norm = None
+        finite = True
         for m in range(tc.grad_accum):
             sel = rank_slice(m, self.micro, self.rank, self.world)
             x0 = self.images(batch, sel)
@@ -533,12 +565,23 @@ class Trainer:
                 if acc.sync_gradients:  # grad_clip <= 0: no clipping, the norm is still logged
                     limit = tc.grad_clip if tc.grad_clip > 0 else float("inf")
                     grad_norm = acc.clip_grad_norm_(self.train_net.parameters(), limit)
-                self.optimizer.step()
+                    # NaN/inf loss or gradients: the norm of the all-reduced gradients says
+                    # so, the same on every process
+                    finite = bool(torch.isfinite(grad_norm))
+                # fp16's GradScaler skips an inf step itself (and lowers its scale)
+                if finite or getattr(acc, "scaler", None) is not None:
+                    self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
             loss_sum += loss.detach()
         self.lr_scheduler.step()
-        self.ema.step(self.net.parameters())
         self.step += 1
+        self.last_step_finite = finite
+        if finite:
+            self.ema.step(self.net.parameters())  # the EMA only ever sees good steps
+            self.bad_in_row = 0
+        else:
+            self.skipped_steps += 1
+            self.bad_in_row += 1
         return loss_sum / tc.grad_accum, grad_norm
 
     def fit(self, until_step: int | None = None,
@@ -547,33 +590,67 @@ class Trainer:
         or after ``time_limit_min`` minutes of this call (reason "time_limit"; resumable)."""
         deadline = None if time_limit_min is None else time.monotonic() + 60 * time_limit_min
         self.last_loss = self.img_per_s = None
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._resume_latest()
-        self._announce()
-        self._open_logs()
-        old_handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-        for sig in old_handlers:
-            signal.signal(sig, self._handle_signal)
+        self.message = ""
         try:
-            reason = self._train_loop(until_step, deadline, time_limit_min)
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ckpt.WriteError(f"cannot create the run dir {self.run_dir}: "
+                                  f"{e.strerror or e}") from e
+        lock = self._lock()
+        try:
+            self._resume_latest()
+            self._announce()
+            self._open_logs()
+            old_handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT,
+                                                                     signal.SIGTERM)}
+            for sig in old_handlers:
+                signal.signal(sig, self._handle_signal)
+            try:
+                reason = self._train_loop(until_step, deadline, time_limit_min)
+            finally:
+                for sig, handler in old_handlers.items():
+                    signal.signal(sig, handler)
+            reason = self._finish(reason)
         finally:
-            for sig, handler in old_handlers.items():
-                signal.signal(sig, handler)
-        self._finish(reason)
+            if lock is not None:
+                lock.release()
         return TrainResult(self.run_dir, self.step, reason, self.last_loss, self.img_per_s,
-                           self.best_val, self.accelerator.is_main_process)
+                           self.best_val, self.accelerator.is_main_process, self.message)
+
+    def _lock(self) -> RunLock | None:
+        """Take the run dir's lock (rank 0; every rank learns whether it got it), then clear
+        what interrupted writes of an earlier run left behind."""
+        acc = self.accelerator
+        lock, problem = None, [None]
+        if acc.is_main_process:
+            try:
+                lock = RunLock(self.run_dir)
+                lock.acquire()
+                for p in ckpt.clean_stale(self.run_dir):
+                    log.info("removed %s, left by an interrupted write", p)
+            except (RunLockedError, OSError) as e:
+                lock, problem = None, [str(e)]
+        if self.world > 1:
+            from accelerate.utils import broadcast_object_list
+
+            broadcast_object_list(problem)
+        if problem[0] is not None:
+            raise RunLockedError(problem[0])
+        return lock
 
     def _resume_latest(self) -> None:
-        """Resume from the run's latest complete checkpoint, if it has one (rank 0 decides,
-        so every rank resumes from the same step)."""
+        """Resume from the run's newest checkpoint that loads, if it has one (newer ones that
+        do not load are skipped, saying why; rank 0 decides, so every rank resumes from the
+        same step)."""
         acc = self.accelerator
-        latest = [ckpt.latest_checkpoint(self.run_dir) if acc.is_main_process else None]
+        found = ckpt.load_latest_checkpoint(self.run_dir) if acc.is_main_process else None
+        latest = [None if found is None else str(found[0])]
         if self.world > 1:
             from accelerate.utils import broadcast_object_list
 
             broadcast_object_list(latest)
         if latest[0] is not None:
-            self.resume_from(Path(latest[0]))
+            self.resume_from(Path(latest[0]), found[1] if found is not None else None)
             self.saved_step = self.step
 
     def _announce(self) -> None:
@@ -600,12 +677,17 @@ class Trainer:
                    dynamic_ncols=True)
         self.train_net.train()
         window = _Window(torch.zeros((), device=self.device), self.step)
+        due = False  # a checkpoint is due but held back
         try:
             while self.step < tc.max_steps:
-                # Take one optimizer step.
+                # Take one optimizer step (skipped when its loss or gradients are not finite).
                 loss, grad_norm = self.train_step()
-                window.add(loss)
+                if self.last_step_finite:
+                    window.add(loss)
                 bar.update(1)
+                if self.bad_in_row >= tc.max_nonfinite_steps:
+                    return self._diverged(f"{self.bad_in_row} steps in a row had NaN or inf "
+                                          "loss or gradients")
 
                 # Log; validate and evaluate the EMA network when due.
                 row = self._train_row(window, grad_norm, bar) if self._due(tc.log_every) \
@@ -619,9 +701,15 @@ class Trainer:
                 if row is not None:
                     self._log(row)
 
-                # Save a checkpoint and the progress grid.
-                if self.step % tc.checkpoint_every == 0:
-                    self._checkpoint()
+                # Save a checkpoint (held back while steps are being skipped: weights that led
+                # to NaN are no good either) and the progress grid.
+                due = due or self.step % tc.checkpoint_every == 0
+                if due and self.bad_in_row == 0:
+                    due = False
+                    try:
+                        self._checkpoint()
+                    except _Diverged as e:
+                        return self._diverged(str(e))
                 if self.step % tc.sample_every == 0:
                     self._sample_grid()
 
@@ -646,14 +734,17 @@ class Trainer:
     def _train_row(self, window: _Window, grad_norm: torch.Tensor | None,
                    bar: tqdm) -> dict[str, Any]:
         """Loss (mean over processes and the steps since the last row), speed, lr."""
-        self.last_loss = float(self.accelerator.reduce(window.loss, "mean")) / window.steps
+        self.last_loss = float(self.accelerator.reduce(window.loss, "mean")) / window.steps \
+            if window.steps else None  # every step since the last row was skipped
         self.img_per_s = window.images_per_s(self.step, self.cfg.train.batch_size)
-        bar.set_postfix(loss=f"{self.last_loss:.4f}", img_s=f"{self.img_per_s:.1f}",
-                        epoch=f"{self.stream.epoch_of(self.step):.1f}")
+        bar.set_postfix(loss="nan" if self.last_loss is None else f"{self.last_loss:.4f}",
+                        img_s=f"{self.img_per_s:.1f}",
+                        epoch=f"{self.stream.epoch_of(self.step):.1f}",
+                        **({"skipped": self.skipped_steps} if self.skipped_steps else {}))
         window.reset(self.step)
         return self._row(None, loss=self.last_loss, lr=self.lr_scheduler.get_last_lr()[0],
                          grad_norm=None if grad_norm is None else float(grad_norm),
-                         img_per_s=self.img_per_s)
+                         img_per_s=self.img_per_s, skipped=self.skipped_steps)
 
     def _validate(self) -> float:
         """The held-out loss; a new best exports the EMA network to RUN/best/."""
@@ -686,16 +777,40 @@ class Trainer:
             return "paused"
         return None
 
-    def _finish(self, reason: str) -> None:
-        """The last checkpoint, the last progress grid and the export."""
-        if self.saved_step != self.step:
-            self._checkpoint()
-        if reason not in ("interrupted", "paused") and self.step % self.cfg.train.sample_every:
-            self._sample_grid()
-        self._export()
+    def _diverged(self, why: str) -> str:
+        last = ckpt.latest_checkpoint(self.run_dir)
+        kept = f"kept {last.name} and the export" if last is not None else \
+            "no checkpoint was written before it"
+        self.message = (f"training diverged at step {self.step}: {why}; {kept} (nothing "
+                        "non-finite is written); resume with a lower train.lr or "
+                        "stronger train.grad_clip")
+        if self.accelerator.is_main_process:
+            tqdm.write(self.message)
+        self._log(self._row(None, skipped=self.skipped_steps))
+        return "diverged"
+
+    def _finish(self, reason: str) -> str:
+        """The last checkpoint, the last progress grid and the export (none of them after a
+        divergence: the last good ones stay)."""
+        try:
+            if reason != "diverged":
+                if self.saved_step != self.step:
+                    self._checkpoint()
+                if reason not in ("interrupted", "paused") and \
+                        self.step % self.cfg.train.sample_every:
+                    self._sample_grid()
+                self._export()
+        except _Diverged as e:
+            reason = self._diverged(str(e))
         self.accelerator.wait_for_everyone()
         if self.writer is not None:
             self.writer.close()
+        return reason
+
+
+class _Diverged(Exception):
+    """Raised inside the loop when the weights are found non-finite (not a user error: the
+    run ends with reason "diverged")."""
 
 
 class _Window:

@@ -120,6 +120,23 @@ def progress_frames(run: str | Path, cell: int = 256) -> tuple[list[Image.Image]
 
 # ---- loss curves --------------------------------------------------------------------------
 
+def _resumed(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The trainer appends to metrics.csv: a run that resumes from a checkpoint older than its
+    last rows (a crash between checkpoints) logs those steps again. A row whose step is not
+    past the one before starts such a resumed part; the earlier rows from its step on are
+    the lost ones and are dropped."""
+    out: list[dict[str, str]] = []
+    for row in rows:
+        try:
+            step = int(row["step"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        while out and int(out[-1]["step"]) >= step:
+            out.pop()
+        out.append(row)
+    return out
+
+
 def read_metrics(run: str | Path) -> dict[str, np.ndarray]:
     """``RUN/logs/metrics.csv`` as float columns (NaN where a value was not logged)."""
     run = _run_dir(run)
@@ -128,7 +145,7 @@ def read_metrics(run: str | Path) -> dict[str, np.ndarray]:
         raise FacediffError(f"no training metrics in {run}: expected {path} "
                             "(written by facediff train)")
     with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
+        rows = _resumed(list(csv.DictReader(f)))
     if not rows:
         raise FacediffError(f"{path} has no rows yet: the trainer logs every "
                             "train.log_every steps")

@@ -3,8 +3,10 @@ columns (FairFace's ``fairface_label_train.csv`` with ``file, age, gender, race`
 
 Each label column becomes a condition: binary when its values are 0/1, -1/+1, true/false or
 yes/no; categorical otherwise (values in natural order: "3-9" before "10-19"). Empty cells are
-unknown (-1). Images are matched by relative path, else by unique base name; rows naming
-missing images and images without a row are skipped and counted, never guessed.
+UNSPECIFIED (unknown). A column that looks like an id or free text (a different value in every
+row, or many distinct values that are not integers) is left out with a note unless
+``data.conditions`` names it. Images are matched by relative path, else by unique base name;
+rows naming missing images and images without a row are skipped and counted, never guessed.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import difflib
 import hashlib
 import json
 import re
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,6 +32,17 @@ FILE_COLUMNS = ("file", "filename", "file_name", "image", "image_id", "img", "pa
                 "image_name", "img_name", "id")
 _BINARY_TOKENS = {"0", "1", "-1", "+1", "true", "false", "yes", "no"}
 _MAX_CATEGORIES = 100
+# Columns not named in data.conditions are left out when they look like an id or free text.
+# Below _FEW_ROWS labelled rows nothing is judged: in a small file a real categorical column
+# can hold a different value in every row (four faces, four age bins); above it a column of
+# at most _FEW_ROWS categories must repeat one, and integer ages (~100 values) usually do.
+_FEW_ROWS = 20
+# Non-integer values (text, decimals) with more distinct values than this, or than half the
+# labelled rows, are names, captions or measurements: the attributes a face model is
+# conditioned on have a few values each (FairFace: at most 9, UTKFace bins: 5, CelebA: 2), and
+# a condition needs many images per value to learn it. Integers (codes, ages) are exempt.
+_MAX_TEXT_VALUES = 50
+_INTEGER = re.compile(r"[+-]?\d+")
 
 
 def read_table(path: Path) -> tuple[list[str], list[list[str]]]:
@@ -96,6 +110,34 @@ def column_condition(name: str, cells: Sequence[str]) -> Condition | None:
     return Condition(name, "categorical", sorted(present, key=_natural_key))
 
 
+def _not_a_condition(cond: Condition, cells: Sequence[str]) -> str | None:
+    """Why a usable column looks like an id or free text rather than a condition (None: it
+    looks like a condition). Binary columns always look like conditions."""
+    if cond.kind == "binary":
+        return None
+    present = [c for c in cells if c != ""]
+    n, distinct = len(present), len(cond.values)
+    if n <= _FEW_ROWS:
+        return None
+    if distinct == n:
+        return f"a different value in each of its {n} rows, like an id or free text"
+    if all(_INTEGER.fullmatch(c) for c in cond.values):
+        return None
+    if distinct > _MAX_TEXT_VALUES or distinct > n / 2:
+        if all(_is_number(c) for c in cond.values):
+            return f"{distinct} distinct decimal values in {n} rows, like measurements"
+        return f"{distinct} distinct text values in {n} rows, like free text"
+    return None
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
 def encode_column(cond: Condition, cells: Sequence[str]) -> np.ndarray:
     out = np.full(len(cells), UNSPECIFIED, dtype=np.int16)
     for i, c in enumerate(cells):
@@ -112,17 +154,33 @@ def unknown_name_error(name: str, valid: Sequence[str], what: str = "condition")
 
 def build_conditions(
     header: Sequence[str], rows: Sequence[Sequence[str]], columns: Sequence[str], *,
-    wanted: Sequence[str] | None, source: str,
+    wanted: Sequence[str] | None, source: str, notes: list[str] | None = None,
 ) -> tuple[ConditionSpec, np.ndarray]:
-    """Spec and labels for ``columns`` (or the ``wanted`` subset of them, in that order)."""
+    """Spec and labels for ``columns`` (or the ``wanted`` subset of them, in that order).
+
+    Without ``wanted``, columns that cannot be a condition or look like an id or free text
+    (``_not_a_condition``) are left out, and a note appended to ``notes`` says which, why and
+    how to include them.
+    """
     usable: dict[str, Condition] = {}
+    left_out: list[tuple[str, str, bool]] = []  # (column, why, can be named)
     for name in columns:
         j = header.index(name)
-        cond = column_condition(name, [r[j] for r in rows])
-        if cond is not None:
-            usable[name] = cond
+        cells = [r[j] for r in rows]
+        cond = column_condition(name, cells)
+        if cond is None:
+            left_out.append((name, "no values" if not any(cells) else
+                             f"more than {_MAX_CATEGORIES} distinct values", False))
+            continue
+        usable[name] = cond
+        why = _not_a_condition(cond, cells) if wanted is None else None
+        if why is not None:
+            left_out.append((name, why, True))
     if wanted is None:
-        names = list(usable)
+        skip = {name for name, _, _ in left_out}
+        names = [n for n in usable if n not in skip]
+        if left_out and notes is not None:
+            notes.append(_left_out_note(left_out, names, source))
     else:
         names = []
         lowered = {n.lower(): n for n in columns}
@@ -138,6 +196,19 @@ def build_conditions(
     labels = np.stack([encode_column(usable[n], [r[header.index(n)] for r in rows])
                        for n in names], axis=1) if names else np.zeros((len(rows), 0), np.int16)
     return spec, labels
+
+
+def _left_out_note(left_out: Sequence[tuple[str, str, bool]], kept: Sequence[str],
+                   source: str) -> str:
+    what = "; ".join(f"{name!r} ({why})" for name, why, _ in left_out)
+    fate = (f"the conditions are {', '.join(kept)}" if kept
+            else "no column is left, so the images are unconditional")
+    note = f"label columns of {source} left out of the conditions: {what}; {fate}"
+    namable = [name for name, _, ok in left_out if ok]
+    if namable:
+        setting = shlex.quote("data.conditions=" + ",".join([*kept, *namable]))
+        note += f"; to use them as conditions, list every condition: --set {setting}"
+    return note
 
 
 def labeled_folder_records(root: str | Path, labels_path: str | Path,
@@ -198,7 +269,7 @@ def labeled_folder_records(root: str | Path, labels_path: str | Path,
                         f"{rows[0][file_col]!r})")
     kept_rows = [rows[matched[p]] for p in kept]
     spec, labels = build_conditions(header, kept_rows, label_cols, wanted=wanted,
-                                    source=str(lp))
+                                    source=str(lp), notes=notes)
     if not len(spec):  # data.conditions=[]: an unconditional model of the labelled images
         spec, labels = None, None
     digest = hashlib.sha256(lp.read_bytes()).digest()
