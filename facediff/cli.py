@@ -69,6 +69,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FacediffError as e:
         print(f"facediff: error: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:  # a write that failed late (a full disk while saving images)
+        where = f": {e.filename}" if e.filename else ""
+        print(f"facediff: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("facediff: interrupted", file=sys.stderr)
         return 130

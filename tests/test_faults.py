@@ -341,3 +341,16 @@ def test_a_signal_during_training_still_checkpoints_with_the_lock(faces_dir: Pat
     _, err = p.communicate(timeout=60)
     assert p.returncode == 130, err
     assert main(_train_args(out, faces_dir, ck.list_checkpoints(out)[-1][0] + 2)) == 0
+
+
+def test_a_folder_that_refuses_writes_is_one_line(run_dir: Path, tmp_path: Path, capsys,
+                                                  monkeypatch):
+    """The same path as a read-only folder, for any user (root writes into read-only ones)."""
+    from facediff.commands import arguments
+
+    def refused(*_a, **_k):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+
+    monkeypatch.setattr(arguments.tempfile, "TemporaryFile", refused)
+    assert main(["sample", str(run_dir), "--out", str(tmp_path / "s")]) == 2
+    _one_line(capsys, "cannot write to --out", "Permission denied")

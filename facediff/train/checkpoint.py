@@ -85,6 +85,13 @@ def _reason(e: BaseException) -> str:
     return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
+def _nearly_full(folder: Path) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < 64 * 2**20
+    except OSError:
+        return False
+
+
 def non_finite(state: dict[str, torch.Tensor]) -> list[str]:
     """The names of the floating-point tensors of ``state`` that hold a NaN or an inf."""
     return [k for k, v in state.items()
@@ -110,7 +117,11 @@ def _writing(tmp: Path, final: Path, what: str) -> Iterator[Path]:
         publish_dir(tmp, final)
     except _WRITE_ERRORS as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise WriteError(f"cannot write {what} {final}: {_reason(e)}") from e
+        reason = _reason(e)
+        if not isinstance(e, OSError) and _nearly_full(final.parent):
+            # torch.save on a full disk says only "unexpected pos": name the cause
+            reason = f"No space left on device ({reason})"
+        raise WriteError(f"cannot write {what} {final}: {reason}") from e
 
 
 def save_config(path: str | Path, cfg: Config) -> Path:
