@@ -128,7 +128,9 @@ def two_trainers(work: Path, data: Path) -> list[tuple[str, str]]:
     first = subprocess.Popen(train_cmd(out, data, 10**6, "train.checkpoint_every=3"),
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV,
                              cwd=ROOT)
+    deadline = time.time() + 120
     while ck.latest_checkpoint(out) is None:
+        assert time.time() < deadline and first.poll() is None, "the first trainer never saved"
         time.sleep(0.1)
     r = run(train_cmd(out, data, 10**6, "train.checkpoint_every=3"))
     first.send_signal(signal.SIGTERM)

@@ -11,6 +11,7 @@ type cannot express; facediff.configure adds those that need the sampling code.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import types
 import typing
@@ -445,6 +446,7 @@ _RANGES = [
     ("train.early_stop_min_delta", 0.0, math.inf, True),
     ("train.early_stop_patience", 0, math.inf, True),
     ("data.celeba_crop", 1, math.inf, True),
+    ("train.seed", 0, math.inf, True),
 ]
 
 
@@ -458,3 +460,9 @@ def _check_ranges(cfg: Config) -> None:
             raise ConfigError(f"{key} must be in {left}{lo:g}, {hi:g}{right}, got {value}")
     if not all(c > 0 for c in cfg.model.block_out_channels):
         raise ConfigError("model.block_out_channels must all be positive")
+    if cfg.diffusion.beta_start >= cfg.diffusion.beta_end:
+        raise ConfigError(f"diffusion.beta_start ({cfg.diffusion.beta_start}) must be below "
+                          f"diffusion.beta_end ({cfg.diffusion.beta_end})")
+    bins = cfg.data.utk_age_bins
+    if not bins or any(b <= a for a, b in itertools.pairwise(bins)) or bins[0] < 0:
+        raise ConfigError(f"data.utk_age_bins must rise from 0 or more, got {bins}")

@@ -91,8 +91,24 @@ def test_a_nonfinite_step_is_skipped_and_counted(faces_dir: Path, tmp_path: Path
     trainer.objective.loss = nan_on_third
     result = trainer.fit()
     assert result.reason == "finished" and result.step == 6 and trainer.skipped_steps == 1
+    assert trainer.ema.optimization_step == 5  # the EMA never saw the skipped step
     assert not ck.non_finite(dict(trainer.net.state_dict()))
     assert all(torch.isfinite(p).all() for p in trainer.ema.shadow_params)
+
+
+def test_a_blown_up_but_finite_loss_never_rotates_the_good_checkpoints(run_dir: Path,
+                                                                        faces_dir: Path,
+                                                                        capsys):
+    """lr=1 ruins the weights without NaN at first: the loss jumps to many times its best.
+    Checkpoints are held back from then on, so the good ones are never rotated away."""
+    good = ck.load_checkpoint(ck.latest_checkpoint(run_dir))["ema"]
+    code = main(_train_args(run_dir, faces_dir, 200, "--set", "train.lr=1",
+                            "--set", "train.max_nonfinite_steps=4"))
+    assert code == 2
+    _one_line(capsys, "diverged", "kept step-0000004 and the export")
+    assert [s for s, _ in ck.list_checkpoints(run_dir)] == [2, 4]
+    kept = ck.load_checkpoint(ck.latest_checkpoint(run_dir))["ema"]
+    assert all(torch.equal(good[k], kept[k]) for k in good)
 
 
 def test_nonfinite_weights_are_never_written(tmp_path: Path):
@@ -167,6 +183,24 @@ def test_a_truncated_latest_checkpoint_falls_back(run_dir: Path, faces_dir: Path
     assert "skipping checkpoint step-0000004" in said and name in said
     assert main(_train_args(run_dir, faces_dir, 6)) == 0  # resumes from step 2
     assert ck.latest_checkpoint(run_dir).name == "step-0000006"
+    # the damaged one was moved aside (not written over, not counted), not deleted
+    assert (run_dir / "checkpoints" / ".corrupt-step-0000004" / name).is_file()
+
+
+def test_a_checkpoint_that_cannot_be_read_now_is_not_skipped(run_dir: Path, faces_dir: Path,
+                                                             monkeypatch, capsys):
+    """An I/O error is not damage: one line, and the checkpoint stays where it is."""
+    real = ck.load_file
+
+    def eio(path, *a, **k):
+        if "step-0000004" in str(path):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(ck, "load_file", eio)
+    assert main(_train_args(run_dir, faces_dir, 6)) == 2
+    _one_line(capsys, "cannot read", "step-0000004", "Input/output error")
+    assert ck.latest_checkpoint(run_dir).name == "step-0000004"
 
 
 def test_no_readable_checkpoint_is_one_line(run_dir: Path, faces_dir: Path, capsys):
@@ -219,6 +253,29 @@ def test_a_lock_left_by_a_dead_process_is_taken_over(run_dir: Path, faces_dir: P
     holder.kill()  # kill -9: it never releases the lock itself
     holder.wait()
     assert main(_train_args(run_dir, faces_dir, 6)) == 0
+
+
+def test_a_filesystem_without_flock_uses_a_lock_file(tmp_path: Path, monkeypatch):
+    import facediff.train.lock as lock_module
+
+    def no_flock(*_a):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(lock_module.fcntl, "flock", no_flock)
+    with RunLock(tmp_path):
+        assert (tmp_path / ".lock").is_file()
+        with pytest.raises(FacediffError, match="another process"):
+            RunLock(tmp_path).acquire()
+    assert not (tmp_path / ".lock").exists()  # the lock file itself was the lock
+
+
+def test_a_row_cut_by_a_crash_does_not_merge_with_the_next(run_dir: Path, faces_dir: Path):
+    csv_path = run_dir / "logs" / "metrics.csv"
+    with open(csv_path, "a") as f:
+        f.write("5,40,0.3")  # no newline: the disk filled up mid-row
+    assert main(_train_args(run_dir, faces_dir, 6)) == 0
+    rows = list(csv.DictReader(open(csv_path)))
+    assert rows[-1]["step"] == "6" and rows[-1]["loss"]
 
 
 def test_metrics_are_appended_not_rewritten(run_dir: Path, faces_dir: Path):

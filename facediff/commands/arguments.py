@@ -5,6 +5,7 @@ model a command names, and the sampling group (its help built from the sampler r
 from __future__ import annotations
 
 import argparse
+import math
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -68,7 +69,7 @@ def number_list(cast: Callable[[str], float], minimum: float,
         except ValueError:
             raise argparse.ArgumentTypeError(
                 f"expected numbers like {example}, got {text!r}") from None
-        if not values or min(values) < minimum:
+        if not values or not all(math.isfinite(v) for v in values) or min(values) < minimum:
             raise argparse.ArgumentTypeError(
                 f"expected numbers of at least {minimum:g} like {example}, got {text!r}")
         return values

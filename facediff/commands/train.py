@@ -53,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     msg = _DONE[result.reason].format(limit=args.time_limit or 0)
     loss = f", loss {result.last_loss:.4f}" if result.last_loss is not None else ""
+    if result.skipped_steps:
+        loss += f", {result.skipped_steps} steps skipped (NaN or inf)"
     if result.main_process:
         print(f"{msg} at step {result.step}{loss}; model: {run_dir / 'model'}")
     return 130 if result.reason == "interrupted" else 0
@@ -72,6 +74,10 @@ def _config(args: argparse.Namespace, run_dir: Path) -> Config:
         if args.preset or args.config:
             log.warning("resuming %s with its saved config; --preset/--config ignored "
                         "(use --set to change values)", run_dir)
+        if base.conditions and base.data.conditions is None:
+            # resume with the conditions it was trained with, whatever the labels-file rules
+            # that pick conditions say now
+            base.data.conditions = [c.name for c in base.conditions]
         if data_path and data_path != base.data.path:
             log.warning("data path changed from %s to %s", base.data.path, data_path)
             base.data.path = data_path

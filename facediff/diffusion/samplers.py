@@ -94,7 +94,7 @@ class SamplingSettings:
                                     f"least 1, got {value}")
 
     def resolve(self, defaults: SampleConfig) -> SamplingSettings:
-        """Every ``None`` (and an empty sampler or zero steps) filled from ``defaults``."""
+        """Every ``None`` (and an empty sampler) filled from ``defaults``."""
         return dataclasses.replace(
             self,
             sampler=self.sampler or defaults.sampler,

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import re
 import shutil
 from collections.abc import Iterator
@@ -46,8 +47,13 @@ log = logging.getLogger(__name__)
 CKPT_DIR = "checkpoints"
 EXPORT_DIR = "model"
 _STEP_RE = re.compile(r"^step-(\d{7,})$")
-_TMP_RE = re.compile(r"^\.(tmp-.+|.+\.\d+\.tmp)$")  # checkpoint/export folders; atomic files
-_OLD_RE = re.compile(r"^\.(.+)\.old-\d+$")  # an export being replaced (facediff.atomic)
+# what interrupted writes of a run leave (nothing else in a folder matches: `--out` may name
+# a folder that holds other things): temporary checkpoint/export folders and config files,
+# and a previous export or checkpoint being replaced (facediff.atomic)
+_EXPORTS = r"(model|best|best-fid)"
+_TMP_RE = re.compile(rf"^\.(tmp-{_EXPORTS}-\d+|config\.yaml\.\d+\.tmp|"
+                     r"tmp-step-\d{7,}-\d+)$")
+_OLD_RE = re.compile(rf"^\.({_EXPORTS}|step-\d{{7,}})\.old-\d+$")
 CKPT_FILES = ("config.yaml", "model.safetensors", "ema.safetensors", "state.pt")
 EXPORT_FILES = ("config.yaml", "weights.safetensors")
 
@@ -68,6 +74,11 @@ class WriteError(FacediffError, OSError):
 
 class CorruptError(FacediffError):
     """A checkpoint or exported model that cannot be read back."""
+
+
+class ReadError(FacediffError):
+    """A file that exists but cannot be read right now (I/O error, permission): one line; a
+    checkpoint is not skipped for it (it may be good)."""
 
 
 class NonFiniteError(FacediffError):
@@ -115,8 +126,10 @@ def _writing(tmp: Path, final: Path, what: str) -> Iterator[Path]:
         tmp.mkdir(parents=True)
         yield tmp
         publish_dir(tmp, final)
-    except _WRITE_ERRORS as e:
+    except BaseException as e:  # a signal too: never leave the temporary folder behind
         shutil.rmtree(tmp, ignore_errors=True)
+        if not isinstance(e, _WRITE_ERRORS):
+            raise
         reason = _reason(e)
         if not isinstance(e, OSError) and _nearly_full(final.parent):
             # torch.save on a full disk says only "unexpected pos": name the cause
@@ -201,10 +214,11 @@ def save_checkpoint(
     root = Path(run_dir) / CKPT_DIR
     final = root / checkpoint_name(step)
     tmp = root / f".tmp-{checkpoint_name(step)}-{os.getpid()}"
-    with _writing(tmp, final, "checkpoint"):
+    model_cpu, ema_cpu = _state_dict_cpu(model_state), _state_dict_cpu(ema_state)
+    with _writing(tmp, final, "checkpoint"):  # only writes inside: its errors are writes'
         (tmp / "config.yaml").write_text(cfg.to_yaml())
-        save_file(_state_dict_cpu(model_state), str(tmp / "model.safetensors"))
-        save_file(_state_dict_cpu(ema_state), str(tmp / "ema.safetensors"))
+        save_file(model_cpu, str(tmp / "model.safetensors"))
+        save_file(ema_cpu, str(tmp / "ema.safetensors"))
         torch.save(train_state, tmp / "state.pt")
     for _, old in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
@@ -218,8 +232,10 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
     """A safetensors file, verified: its header and sizes (safetensors), finite values."""
     try:
         weights = load_file(str(path))
-    except (SafetensorError, OSError) as e:
+    except SafetensorError as e:  # its header or sizes are wrong: the file is damaged
         raise CorruptError(f"cannot read {path}: {_reason(e)}") from None
+    except OSError as e:  # the file is there but cannot be read now: not a reason to skip it
+        raise ReadError(f"cannot read {path}: {_reason(e)}") from None
     bad = non_finite(weights)
     if bad:
         raise CorruptError(f"{path} holds NaN or inf values ({len(bad)} tensors, first: "
@@ -240,7 +256,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     try:
         state = torch.load(p / "state.pt", map_location="cpu", weights_only=True)
-    except Exception as e:  # a truncated zip, a bad pickle, a payload weights_only refuses
+    except OSError as e:
+        raise ReadError(f"cannot read {p / 'state.pt'}: {_reason(e)}") from None
+    except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as e:
+        # a truncated zip, a bad pickle, a payload weights_only refuses
         raise CorruptError(f"cannot read {p / 'state.pt'}: {_reason(e)}") from None
     return {
         "config": _read_config(p / "config.yaml"),
@@ -250,9 +269,13 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     }
 
 
-def load_latest_checkpoint(run_dir: str | Path) -> tuple[Path, dict[str, Any]] | None:
+def load_latest_checkpoint(run_dir: str | Path, *, quarantine: bool = False,
+                           ) -> tuple[Path, dict[str, Any]] | None:
     """The newest checkpoint of a run that loads (None: the run has none yet). Each newer one
-    that does not load is skipped with a warning saying why; if none loads, CorruptError."""
+    that is damaged is skipped with a warning saying why (with ``quarantine``, the trainer's,
+    which holds the run's lock: moved aside to ``checkpoints/.corrupt-step-N``, so it neither
+    counts as a checkpoint nor is written over); if none loads, CorruptError. A file that
+    cannot be read for another reason (I/O, permission) is a ReadError, not a skip."""
     skipped = []
     for _, path in reversed(list_checkpoints(run_dir)):
         try:
@@ -260,6 +283,8 @@ def load_latest_checkpoint(run_dir: str | Path) -> tuple[Path, dict[str, Any]] |
         except CorruptError as e:
             log.warning("skipping checkpoint %s: %s", path.name, e)
             skipped.append(f"{path.name}: {e}")
+            if quarantine:
+                os.replace(path, path.with_name(f".corrupt-{path.name}"))
             continue
         return path, loaded
     if skipped:
@@ -283,9 +308,10 @@ def export_model(
         )
     _check_finite(ema_state, f"the model for {out}")
     tmp = out.with_name(f".tmp-{out.name}-{os.getpid()}")
+    weights = _state_dict_cpu(ema_state, dtype)
     with _writing(tmp, out, "exported model"):
         (tmp / "config.yaml").write_text(cfg.to_yaml())
-        save_file(_state_dict_cpu(ema_state, dtype), str(tmp / "weights.safetensors"),
+        save_file(weights, str(tmp / "weights.safetensors"),
                   metadata={"format": "pt", "facediff": "ema", "step": str(step or 0)})
     return out
 

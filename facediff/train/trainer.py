@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import csv
 import logging
+import math
 import os
 import signal
 import time
@@ -42,6 +43,9 @@ log = logging.getLogger(__name__)
 
 CSV_FIELDS = ["step", "images", "loss", "lr", "grad_norm", "img_per_s", "val_loss", "fid",
               "kid", "precision", "recall", "eval_n", "time", "skipped"]
+# a logged training loss above SPIKE x the best so far: the weights are finite but ruined
+# (a learning rate far too high); checkpoints are held back until it comes down
+SPIKE = 5.0
 EVAL_SEED = 777  # the samples scored during training: the same seeds every time
 SAMPLE_SEED = 12345  # fixed noise for the progress grids
 
@@ -69,6 +73,7 @@ class TrainResult:
     best_val_loss: float | None = None
     main_process: bool = True
     message: str = ""  # why it stopped, for "diverged"
+    skipped_steps: int = 0  # steps skipped for NaN/inf loss or gradients, in the whole run
 
 
 def resolve_mixed_precision(setting: str) -> str:
@@ -170,6 +175,9 @@ class Trainer:
         self.img_per_s: float | None = None
         self.skipped_steps = 0  # steps skipped for NaN/inf loss or gradients, in all
         self.bad_in_row = 0  # ... and in a row, up to now
+        self.best_loss: float | None = None  # the lowest logged training loss
+        self.spike_since: int | None = None  # the step the loss blew up at (not back since)
+        self.good_checkpoint: int | None = None  # the newest checkpoint written healthy
         self.last_step_finite = True
         self._eval_state: tuple[Any, Any] | None = None  # (feature net, reference)
         if cfg.train.eval_every and self.accelerator.is_main_process:
@@ -286,6 +294,8 @@ class Trainer:
             "bad_vals": self.bad_vals,
             "best_fid": self.best_fid,
             "skipped_steps": self.skipped_steps,
+            "bad_in_row": self.bad_in_row,
+            "best_loss": self.best_loss,
             "world_size": self.world,
         }
         if torch.cuda.is_available():
@@ -322,8 +332,35 @@ class Trainer:
         self.best_val, self.bad_vals = s.get("best_val"), int(s.get("bad_vals", 0))
         self.best_fid = s.get("best_fid")
         self.skipped_steps = int(s.get("skipped_steps", 0))
+        self.bad_in_row = int(s.get("bad_in_row", 0))
+        self.best_loss = s.get("best_loss")
         if self.accelerator.is_main_process:
             log.info("resumed %s at step %d", path, self.step)
+
+    def _on_main(self, write: Any) -> None:
+        """Run ``write()`` on rank 0; a write error there is raised on every rank (so none
+        is left waiting at a collective), printed once by rank 0."""
+        problem: list[str | None] = [None]
+        if self.accelerator.is_main_process:
+            try:
+                write()
+            except ckpt.WriteError as e:
+                problem = [str(e)]
+        if self.world > 1:
+            from accelerate.utils import broadcast_object_list
+
+            broadcast_object_list(problem)
+        if problem[0] is not None:
+            raise ckpt.WriteError(problem[0])
+
+    def _healthy(self) -> bool:
+        """No step skipped just now and the loss not blown up (a finite loss more than
+        ``SPIKE`` times the best so far means weights that are finite but ruined): only then
+        are checkpoints and exports written. The same on every rank (reduced losses)."""
+        if self.bad_in_row:
+            return False
+        return self.last_loss is None or self.best_loss is None or \
+            self.last_loss <= SPIKE * self.best_loss
 
     def _finite(self) -> bool:
         """Whether the weights and the EMA are all finite (the same answer on every rank: the
@@ -342,21 +379,21 @@ class Trainer:
             if not torch.all(sums == sums[0]):
                 raise RuntimeError(f"EMA weights differ between ranks: {sums.tolist()}")
         acc.wait_for_everyone()
-        if acc.is_main_process:
-            ckpt.save_checkpoint(
-                self.run_dir, self.step, self.cfg, model_state=self.net.state_dict(),
-                ema_state=self.ema.named_state(self.net), train_state=self._train_state(),
-                keep=self.cfg.train.keep_checkpoints,
-            )
+        self._on_main(lambda: ckpt.save_checkpoint(
+            self.run_dir, self.step, self.cfg, model_state=self.net.state_dict(),
+            ema_state=self.ema.named_state(self.net), train_state=self._train_state(),
+            keep=self.cfg.train.keep_checkpoints,
+        ))
         self.saved_step = self.step
+        self.good_checkpoint = self.step
         acc.wait_for_everyone()
 
     def _export(self) -> None:
         if not self._finite():
             raise _Diverged(f"the weights became NaN or inf by step {self.step}")
-        if self.accelerator.is_main_process:
-            ckpt.export_model(self.run_dir / ckpt.EXPORT_DIR, self.cfg,
-                              self.ema.named_state(self.net), step=self.step)
+        self._on_main(lambda: ckpt.export_model(self.run_dir / ckpt.EXPORT_DIR, self.cfg,
+                                                self.ema.named_state(self.net),
+                                                step=self.step))
 
     # ---- logs and samples -----------------------------------------------------------------
     def _open_logs(self) -> None:
@@ -381,8 +418,12 @@ class Trainer:
             self._append_csv(None)
 
     def _log(self, row: dict[str, Any]) -> None:
-        if not self.accelerator.is_main_process:
-            return
+        if self.world > 1:  # a failed write must reach every rank
+            self._on_main(lambda: self._write_row(row))
+        elif self.accelerator.is_main_process:
+            self._write_row(row)
+
+    def _write_row(self, row: dict[str, Any]) -> None:
         tags = {"val_loss": "val/loss", "fid": "eval/fid", "kid": "eval/kid",
                 "precision": "eval/precision", "recall": "eval/recall"}
         for k in ("loss", "lr", "grad_norm", "img_per_s", "skipped", *tags):
@@ -393,7 +434,11 @@ class Trainer:
     def _append_csv(self, row: dict[str, Any] | None) -> None:
         """One row (None: the header) appended to metrics.csv."""
         try:
-            with open(self.csv_path, "a", newline="") as f:
+            with open(self.csv_path, "a+", newline="") as f:
+                if f.tell():  # a row cut by a crash or a full disk: start a new line
+                    f.seek(f.tell() - 1)
+                    if f.read(1) != "\n":
+                        f.write("\n")
                 w = csv.DictWriter(f, self.csv_fields, extrasaction="ignore")
                 if row is None:
                     w.writeheader()
@@ -454,6 +499,7 @@ class Trainer:
         """FID/KID/precision/recall of the EMA network (main process; the others wait)."""
         acc, tc = self.accelerator, self.cfg.train
         out: dict[str, Any] = {}
+        improved = [False]
         if acc.is_main_process:
             from facediff.api import FaceModel
             from facediff.eval.evaluate import evaluate_model
@@ -471,10 +517,18 @@ class Trainer:
                    "recall": sc.recall, "eval_n": sc.n}
             tqdm.write(f"step {self.step}: {sc.line()} ({settings.sampler} {settings.steps} "
                        f"steps, {time.perf_counter() - started:.0f} s)")
-            if self.best_fid is None or sc.fid < self.best_fid:
+            improved[0] = math.isfinite(sc.fid) and (self.best_fid is None
+                                                     or sc.fid < self.best_fid)
+            if improved[0]:
                 self.best_fid = sc.fid
-                ckpt.export_model(self.run_dir / "best-fid", self.cfg,
-                                  self.ema.named_state(self.net), step=self.step)
+        if self.world > 1:  # every rank learns whether there is a new best to export
+            from accelerate.utils import broadcast_object_list
+
+            broadcast_object_list(improved)
+        if improved[0] and self._healthy() and self._finite():
+            self._on_main(lambda: ckpt.export_model(self.run_dir / "best-fid", self.cfg,
+                                                    self.ema.named_state(self.net),
+                                                    step=self.step))
         acc.wait_for_everyone()
         return out
 
@@ -590,6 +644,7 @@ class Trainer:
         or after ``time_limit_min`` minutes of this call (reason "time_limit"; resumable)."""
         deadline = None if time_limit_min is None else time.monotonic() + 60 * time_limit_min
         self.last_loss = self.img_per_s = None
+        self.spike_since = None
         self.message = ""
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -605,17 +660,18 @@ class Trainer:
                                                                      signal.SIGTERM)}
             for sig in old_handlers:
                 signal.signal(sig, self._handle_signal)
-            try:
+            try:  # the handlers stay through the last checkpoint and export
                 reason = self._train_loop(until_step, deadline, time_limit_min)
+                reason = self._finish(reason)
             finally:
                 for sig, handler in old_handlers.items():
                     signal.signal(sig, handler)
-            reason = self._finish(reason)
         finally:
             if lock is not None:
                 lock.release()
         return TrainResult(self.run_dir, self.step, reason, self.last_loss, self.img_per_s,
-                           self.best_val, self.accelerator.is_main_process, self.message)
+                           self.best_val, self.accelerator.is_main_process, self.message,
+                           self.skipped_steps)
 
     def _lock(self) -> RunLock | None:
         """Take the run dir's lock (rank 0; every rank learns whether it got it), then clear
@@ -623,13 +679,16 @@ class Trainer:
         acc = self.accelerator
         lock, problem = None, [None]
         if acc.is_main_process:
+            lock = RunLock(self.run_dir)
             try:
-                lock = RunLock(self.run_dir)
                 lock.acquire()
                 for p in ckpt.clean_stale(self.run_dir):
                     log.info("removed %s, left by an interrupted write", p)
             except (RunLockedError, OSError) as e:
-                lock, problem = None, [str(e)]
+                lock.release()
+                problem = [str(e) if isinstance(e, RunLockedError) else
+                           f"cannot take the lock {lock.path}: {e.strerror or e}"]
+                lock = None
         if self.world > 1:
             from accelerate.utils import broadcast_object_list
 
@@ -643,12 +702,19 @@ class Trainer:
         do not load are skipped, saying why; rank 0 decides, so every rank resumes from the
         same step)."""
         acc = self.accelerator
-        found = ckpt.load_latest_checkpoint(self.run_dir) if acc.is_main_process else None
-        latest = [None if found is None else str(found[0])]
+        found, problem = None, None
+        if acc.is_main_process:
+            try:
+                found = ckpt.load_latest_checkpoint(self.run_dir, quarantine=True)
+            except FacediffError as e:
+                problem = str(e)
+        latest = [None if found is None else str(found[0]), problem]
         if self.world > 1:
             from accelerate.utils import broadcast_object_list
 
             broadcast_object_list(latest)
+        if latest[1] is not None:
+            raise ckpt.CorruptError(latest[1])
         if latest[0] is not None:
             self.resume_from(Path(latest[0]), found[1] if found is not None else None)
             self.saved_step = self.step
@@ -656,9 +722,9 @@ class Trainer:
     def _announce(self) -> None:
         """Save the run's config and say what is being trained, where and how."""
         acc = self.accelerator
+        self._on_main(lambda: ckpt.save_config(self.run_dir / "config.yaml", self.cfg))
         if not acc.is_main_process:
             return
-        ckpt.save_config(self.run_dir / "config.yaml", self.cfg)
         log.info(
             "training %s (%s): %d images (%d held out), %.2fM parameters, "
             "%d process(es) on %s, mixed precision %s", self.run_dir,
@@ -688,6 +754,11 @@ class Trainer:
                 if self.bad_in_row >= tc.max_nonfinite_steps:
                     return self._diverged(f"{self.bad_in_row} steps in a row had NaN or inf "
                                           "loss or gradients")
+                if self.spike_since is not None and self.step - self.spike_since >= \
+                        max(tc.max_nonfinite_steps, 2 * tc.log_every):
+                    return self._diverged(f"the loss has stayed above {SPIKE:g}x its best "
+                                          f"({self.best_loss:.4f}) since step "
+                                          f"{self.spike_since}")
 
                 # Log; validate and evaluate the EMA network when due.
                 row = self._train_row(window, grad_norm, bar) if self._due(tc.log_every) \
@@ -704,7 +775,7 @@ class Trainer:
                 # Save a checkpoint (held back while steps are being skipped: weights that led
                 # to NaN are no good either) and the progress grid.
                 due = due or self.step % tc.checkpoint_every == 0
-                if due and self.bad_in_row == 0:
+                if due and self._healthy():
                     due = False
                     try:
                         self._checkpoint()
@@ -742,6 +813,18 @@ class Trainer:
                         epoch=f"{self.stream.epoch_of(self.step):.1f}",
                         **({"skipped": self.skipped_steps} if self.skipped_steps else {}))
         window.reset(self.step)
+        if self.last_loss is not None:
+            if self.best_loss is not None and self.last_loss > SPIKE * self.best_loss:
+                if self.spike_since is None:
+                    self.spike_since = self.step
+                    if self.accelerator.is_main_process:
+                        tqdm.write(f"step {self.step}: loss {self.last_loss:.4f} is over "
+                                   f"{SPIKE:g}x its best ({self.best_loss:.4f}): checkpoints "
+                                   "held back until it comes down")
+            else:
+                self.spike_since = None
+                self.best_loss = self.last_loss if self.best_loss is None else \
+                    min(self.best_loss, self.last_loss)
         return self._row(None, loss=self.last_loss, lr=self.lr_scheduler.get_last_lr()[0],
                          grad_norm=None if grad_norm is None else float(grad_norm),
                          img_per_s=self.img_per_s, skipped=self.skipped_steps)
@@ -749,11 +832,15 @@ class Trainer:
     def _validate(self) -> float:
         """The held-out loss; a new best exports the EMA network to RUN/best/."""
         val = self._val_loss()
+        if not math.isfinite(val):  # never a "best", never an export
+            self.bad_vals += 1
+            return val
         if self.best_val is None or val < self.best_val - self.cfg.train.early_stop_min_delta:
             self.best_val, self.bad_vals = val, 0
-            if self.accelerator.is_main_process:  # the best EMA so far, kept apart
-                ckpt.export_model(self.run_dir / "best", self.cfg,
-                                  self.ema.named_state(self.net), step=self.step)
+            if self._healthy() and self._finite():  # the best EMA so far, kept apart
+                self._on_main(lambda: ckpt.export_model(self.run_dir / "best", self.cfg,
+                                                        self.ema.named_state(self.net),
+                                                        step=self.step))
         else:
             self.bad_vals += 1
         return val
@@ -779,7 +866,9 @@ class Trainer:
 
     def _diverged(self, why: str) -> str:
         last = ckpt.latest_checkpoint(self.run_dir)
-        kept = f"kept {last.name} and the export" if last is not None else \
+        export = " and the export" if ckpt.is_exported_model(self.run_dir / ckpt.EXPORT_DIR) \
+            else ""
+        kept = f"kept {last.name}{export}" if last is not None else \
             "no checkpoint was written before it"
         self.message = (f"training diverged at step {self.step}: {why}; {kept} (nothing "
                         "non-finite is written); resume with a lower train.lr or "
@@ -793,7 +882,11 @@ class Trainer:
         """The last checkpoint, the last progress grid and the export (none of them after a
         divergence: the last good ones stay)."""
         try:
-            if reason != "diverged":
+            if reason != "diverged" and not self._healthy():
+                if self.accelerator.is_main_process:
+                    tqdm.write(f"step {self.step}: not saved (steps are being skipped or the "
+                               "loss is blown up); the newest checkpoint and the export stay")
+            elif reason != "diverged":
                 if self.saved_step != self.step:
                     self._checkpoint()
                 if reason not in ("interrupted", "paused") and \
