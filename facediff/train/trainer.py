@@ -462,7 +462,10 @@ class Trainer:
 
     def _write_grid(self) -> None:
         n = self.cfg.train.sample_n
-        settings = SamplingSettings(seed=SAMPLE_SEED, batch_size=n).resolve(self.cfg.sample)
+        # deterministic (eta 0) whatever sample.eta says, as the grids always were: the same
+        # noise every time, so the grids show the model change, not the sampler's noise
+        settings = SamplingSettings(seed=SAMPLE_SEED, batch_size=n, eta=0.0).resolve(
+            self.cfg.sample)
         imgs = generate(self._ema_net(), self.cfg.diffusion, n, settings)
         grid = make_grid(imgs)
         out = self.run_dir / "samples"
