@@ -77,8 +77,30 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((10 * torch.log10(4 / mse.clamp(min=1e-10))).mean())
 
 
+def score(net: torch.nn.Module, held: np.ndarray, dtype: torch.dtype | None,
+          ) -> tuple[float, float, float, float]:
+    """(PSNR, SSIM, encode seconds, decode seconds) on ``held``."""
+    ps, ss, enc_s, dec_s = [], [], 0.0, 0.0
+    net.eval()
+    with torch.inference_mode():
+        for start in range(0, len(held), 50):
+            x = uint8_to_model(torch.from_numpy(held[start:start + 50]))
+            with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+                t = time.perf_counter()
+                z, _ = encode(net, x, sample=False)
+                enc_s += time.perf_counter() - t
+                t = time.perf_counter()
+                y = decode(net, z).float()
+                dec_s += time.perf_counter() - t
+            y = y.float().clamp(-1, 1)  # scored in float32
+            ps.append(psnr(y, x))
+            ss.append(float(ssim((y + 1) / 2, (x + 1) / 2, data_range=1)))
+    net.train()
+    return float(np.mean(ps)), float(np.mean(ss)), enc_s, dec_s
+
+
 def run(name: str, images: np.ndarray, held: np.ndarray, minutes: float, batch: int,
-        precision: str) -> dict:
+        precision: str, curve: list[float] | None = None) -> dict:
     make, crop = CANDIDATES[name]
     torch.manual_seed(0)
     net = make()
@@ -86,9 +108,18 @@ def run(name: str, images: np.ndarray, held: np.ndarray, minutes: float, batch: 
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.0)
     g = torch.Generator().manual_seed(0)
     dtype = torch.bfloat16 if precision == "bf16" else None
-    seen, t0 = 0, time.perf_counter()
+    seen, t0, spent = 0, time.perf_counter(), 0.0
+    marks = sorted(curve or [])
+    points = []
     net.train()
-    while time.perf_counter() - t0 < 60 * minutes:
+    while spent < 60 * minutes:
+        spent = time.perf_counter() - t0
+        if marks and spent >= 60 * marks[0]:  # PSNR so far (scoring time not counted)
+            t = time.perf_counter()
+            points.append((marks.pop(0), seen, *score(net, held[:200], dtype)[:2]))
+            print(f"  {name} at {points[-1][0]:g} min: {seen} images, PSNR "
+                  f"{points[-1][2]:.2f} dB, SSIM {points[-1][3]:.3f}", flush=True)
+            t0 += time.perf_counter() - t
         idx = torch.randint(0, len(images), (batch,), generator=g)
         x = uint8_to_model(torch.from_numpy(images[idx.numpy()]))
         if crop < x.shape[-1]:
@@ -105,24 +136,12 @@ def run(name: str, images: np.ndarray, held: np.ndarray, minutes: float, batch: 
         opt.step()
         seen += batch
     train_s = time.perf_counter() - t0
-    net.eval()
-    ps, ss, enc_s, dec_s = [], [], 0.0, 0.0
+    p_, s_, enc_s, dec_s = score(net, held, dtype)
     with torch.inference_mode():
-        for start in range(0, len(held), 50):
-            x = uint8_to_model(torch.from_numpy(held[start:start + 50]))
-            with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
-                t = time.perf_counter()
-                z, _ = encode(net, x, sample=False)
-                enc_s += time.perf_counter() - t
-                t = time.perf_counter()
-                y = decode(net, z).float()
-                dec_s += time.perf_counter() - t
-            y = y.float().clamp(-1, 1)  # scored in float32
-            ps.append(psnr(y, x))
-            ss.append(float(ssim((y + 1) / 2, (x + 1) / 2, data_range=1)))
+        z, _ = encode(net, uint8_to_model(torch.from_numpy(held[:1])), sample=False)
     return {"name": name, "params_M": params / 1e6, "latent": tuple(z.shape[1:]),
             "train_img_s": seen / train_s, "images_seen": seen, "minutes": train_s / 60,
-            "psnr": float(np.mean(ps)), "ssim": float(np.mean(ss)),
+            "psnr": p_, "ssim": s_, "curve": points,
             "encode_img_s": len(held) / enc_s, "decode_img_s": len(held) / dec_s}
 
 
@@ -134,6 +153,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--held", type=int, default=500, help="held-out images scored")
     p.add_argument("--only", nargs="*", default=list(CANDIDATES))
+    p.add_argument("--curve", type=float, nargs="*", metavar="MIN",
+                   help="also score 200 held-out faces at these minutes of training")
     args = p.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     data = load_data(DataConfig(path=str(Path(args.data).resolve()), image_size=args.size,
@@ -148,7 +169,7 @@ def main() -> None:
           f"{args.minutes:g} min per candidate", flush=True)
     rows = []
     for name in args.only:
-        r = run(name, images, held, args.minutes, args.batch, precision)
+        r = run(name, images, held, args.minutes, args.batch, precision, args.curve)
         rows.append(r)
         print(r, flush=True)
     print("| candidate | params (M) | latent | train img/s | images seen | held-out PSNR (dB) "
