@@ -83,9 +83,9 @@ def test_a_write_failure_on_rank_0_stops_every_rank_with_one_line(faces_dir: Pat
          "--master_port", str(_free_port()), "-m", "facediff", "train", *tiny_args(faces_dir),
          "--max-steps", "6", "--set", "train.checkpoint_every=2", "--out", str(run)],
         capture_output=True, text=True, env=ENV, timeout=180)
-    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("facediff: error:")]
     assert r.returncode != 0, r.stderr[-3000:]
-    # both ranks said it (rank 1 learnt it from rank 0) and neither died in facediff's code
-    # (the launcher's own report of the exit codes follows, with its traceback)
-    assert len(errors) == 2 and all("cannot write checkpoint" in ln for ln in errors), errors
+    # both ranks said it (rank 1 learnt it from rank 0; the two may share a line of the one
+    # stderr pipe) and neither died in facediff's code (the launcher's own report of the
+    # exit codes follows, with its traceback)
+    assert r.stderr.count("facediff: error: cannot write checkpoint") == 2, r.stderr[-3000:]
     assert "facediff/train/" not in r.stderr, r.stderr[-3000:]
