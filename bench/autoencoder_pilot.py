@@ -23,52 +23,26 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKL, AutoencoderTiny
 from pytorch_msssim import ssim
 
 from facediff.config import DataConfig
 from facediff.data import load_data
 from facediff.data.transforms import uint8_to_model
+from facediff.model.autoencoder import FirstStage, build_autoencoder, reconstruction_loss
 from facediff.train.trainer import resolve_mixed_precision
 
 HELD_OUT_SEED, HELD_OUT = 2026, 2000
 
-
-def kl(channels: list[int]) -> torch.nn.Module:
-    n = len(channels)
-    return AutoencoderKL(block_out_channels=tuple(channels), layers_per_block=1,
-                         down_block_types=("DownEncoderBlock2D",) * n,
-                         up_block_types=("UpDecoderBlock2D",) * n, latent_channels=4,
-                         norm_num_groups=min(32, channels[0]), sample_size=64)
-
-
-def tiny() -> torch.nn.Module:
-    return AutoencoderTiny(encoder_block_out_channels=(48, 48, 48),
-                           decoder_block_out_channels=(48, 48, 48), latent_channels=4,
-                           num_encoder_blocks=(1, 2, 2), num_decoder_blocks=(2, 2, 1))
-
-
-CANDIDATES = {
-    "kl-32-64-128": (lambda: kl([32, 64, 128]), 64),
-    "kl-16-32-64": (lambda: kl([16, 32, 64]), 64),
-    "kl-32-64-128-crop32": (lambda: kl([32, 64, 128]), 32),
-    "tiny-f4": (tiny, 64),
+CANDIDATES = {  # name: (the network, the training crop)
+    "kl-32-64-128": (lambda: build_autoencoder("kl", block_out_channels=(32, 64, 128),
+                                               blocks_per_level=1), 64),
+    "kl-16-32-64": (lambda: build_autoencoder("kl", block_out_channels=(16, 32, 64),
+                                              blocks_per_level=1), 64),
+    "kl-32-64-128-crop32": (lambda: build_autoencoder("kl", block_out_channels=(32, 64, 128),
+                                                      blocks_per_level=1), 32),
+    "tiny-f4": (lambda: build_autoencoder("tiny", block_out_channels=(48, 48, 48),
+                                          blocks_per_level=2), 64),
 }
-
-
-def encode(net: torch.nn.Module, x: torch.Tensor, sample: bool,
-           g: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(latents, KL term)."""
-    if isinstance(net, AutoencoderKL):
-        dist = net.encode(x).latent_dist
-        z = dist.mean + dist.std * torch.randn(dist.mean.shape, generator=g) if sample \
-            else dist.mean
-        return z, dist.kl().mean() / x[0].numel()
-    return net.encode(x).latents, x.new_zeros(())
-
-
-def decode(net: torch.nn.Module, z: torch.Tensor) -> torch.Tensor:
-    return net.decode(z).sample
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -77,7 +51,7 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((10 * torch.log10(4 / mse.clamp(min=1e-10))).mean())
 
 
-def score(net: torch.nn.Module, held: np.ndarray, dtype: torch.dtype | None,
+def score(net: FirstStage, held: np.ndarray, dtype: torch.dtype | None,
           ) -> tuple[float, float, float, float]:
     """(PSNR, SSIM, encode seconds, decode seconds) on ``held``."""
     ps, ss, enc_s, dec_s = [], [], 0.0, 0.0
@@ -87,10 +61,10 @@ def score(net: torch.nn.Module, held: np.ndarray, dtype: torch.dtype | None,
             x = uint8_to_model(torch.from_numpy(held[start:start + 50]))
             with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
                 t = time.perf_counter()
-                z, _ = encode(net, x, sample=False)
+                z, _ = net.encode(x)
                 enc_s += time.perf_counter() - t
                 t = time.perf_counter()
-                y = decode(net, z).float()
+                y = net.decode(z).float()
                 dec_s += time.perf_counter() - t
             y = y.float().clamp(-1, 1)  # scored in float32
             ps.append(psnr(y, x))
@@ -126,10 +100,9 @@ def run(name: str, images: np.ndarray, held: np.ndarray, minutes: float, batch: 
             i, j = (int(v) for v in torch.randint(0, x.shape[-1] - crop + 1, (2,), generator=g))
             x = x[:, :, i:i + crop, j:j + crop]
         with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
-            z, kl_term = encode(net, x, sample=True, g=g)
-            y = decode(net, z).float()
-        loss = (y - x).abs().mean() + 0.2 * (1 - ssim((y + 1) / 2, (x + 1) / 2, data_range=1,
-                                                      win_size=7)) + 1e-6 * kl_term
+            z, kl_term = net.encode(x, sample=True, generator=g)
+            y = net.decode(z).float()
+        loss = reconstruction_loss(x, y, ssim_weight=0.2) + 1e-6 * kl_term
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
@@ -138,7 +111,7 @@ def run(name: str, images: np.ndarray, held: np.ndarray, minutes: float, batch: 
     train_s = time.perf_counter() - t0
     p_, s_, enc_s, dec_s = score(net, held, dtype)
     with torch.inference_mode():
-        z, _ = encode(net, uint8_to_model(torch.from_numpy(held[:1])), sample=False)
+        z, _ = net.encode(uint8_to_model(torch.from_numpy(held[:1])))
     return {"name": name, "params_M": params / 1e6, "latent": tuple(z.shape[1:]),
             "train_img_s": seen / train_s, "images_seen": seen, "minutes": train_s / 60,
             "psnr": p_, "ssim": s_, "curve": points,

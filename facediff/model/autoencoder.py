@@ -110,14 +110,15 @@ class PatchDiscriminator(nn.Module):
 def reconstruction_loss(x: torch.Tensor, y: torch.Tensor, *,
                         ssim_weight: float = 0.2) -> torch.Tensor:
     """L1 + ssim_weight (1 - SSIM) of a reconstruction ``y`` of ``x`` (both in [-1, 1]; SSIM
-    in float32 on [0, 1], with a 7-pixel window so that 16 px images work)."""
+    in float32 on [0, 1], with a 7-pixel window so that 16 px images work; ``y`` is not
+    clamped, so the SSIM term's gradient reaches values outside the range too)."""
     from pytorch_msssim import ssim
 
     x, y = x.float(), y.float()
     l1 = (y - x).abs().mean()
     if ssim_weight == 0:
         return l1
-    s = ssim((y.clamp(-1, 1) + 1) / 2, (x + 1) / 2, data_range=1.0, win_size=7)
+    s = ssim((y + 1) / 2, (x + 1) / 2, data_range=1.0, win_size=7)
     return l1 + ssim_weight * (1 - s)
 
 

@@ -418,10 +418,7 @@ class Trainer:
             self._append_csv(None)
 
     def _log(self, row: dict[str, Any]) -> None:
-        if self.world > 1:  # a failed write must reach every rank
-            self._on_main(lambda: self._write_row(row))
-        elif self.accelerator.is_main_process:
-            self._write_row(row)
+        self._on_main(lambda: self._write_row(row))  # a failed write reaches every rank
 
     def _write_row(self, row: dict[str, Any]) -> None:
         tags = {"val_loss": "val/loss", "fid": "eval/fid", "kid": "eval/kid",
