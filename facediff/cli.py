@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from facediff import __version__
 from facediff.commands import (
     app,
+    autoencoder,
     classifier,
     config,
     data,
@@ -29,7 +30,7 @@ from facediff.commands.arguments import Commands, Parser
 from facediff.errors import FacediffError
 
 # in the order `facediff --help` lists them
-COMMANDS = [train, sample, interpolate, edit, models, config, export, data, evaluate, classifier,
+COMMANDS = [train, autoencoder, sample, interpolate, edit, models, config, export, data, evaluate, classifier,
             viz, app]
 
 

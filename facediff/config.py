@@ -134,6 +134,35 @@ class SampleConfig:
     guidance_rescale: float = 0.0  # 0..1, Lin et al. 2023: rescale the guided prediction
 
 
+@dataclass
+class AutoencoderConfig:
+    """The first stage of latent diffusion (docs/latent.md). In an autoencoder run (``task:
+    autoencoder``) it is the network being trained; in a latent diffusion model the frozen
+    autoencoder whose latents the U-Net learns (``kind: none``: a pixel-space model)."""
+
+    kind: Literal["none", "tiny", "kl"] = "none"
+    # one value per level; the spatial factor is 2 ** (levels - 1). AutoencoderTiny uses one
+    # width everywhere (the first value)
+    block_out_channels: list[int] = field(default_factory=lambda: [48, 48, 48])
+    blocks_per_level: int = 2
+    latent_channels: int = 4
+    # latent model: the U-Net sees (z - shift) * scale per channel, measured on the training
+    # data when training starts (mean and 1/std of the latents)
+    shift: list[float] = field(default_factory=list)
+    scale: list[float] = field(default_factory=list)
+    # latent model: the sha256 of the autoencoder's weights (the latent cache's key)
+    digest: str | None = None
+    # autoencoder run: reconstruction L1 + ssim_weight (1 - SSIM) + kl_weight KL, and after
+    # disc_start steps adv_weight x the hinge loss of a patch discriminator (trained from
+    # step 0 on the reconstructions, so it is ready when its loss is switched on)
+    ssim_weight: float = 0.2
+    kl_weight: float = 1e-6
+    adv_weight: float = 0.05
+    disc_start: int = 2000
+    disc_width: int = 32
+    disc_layers: int = 3
+
+
 BINARY_VALUES = ["0", "1"]
 
 
@@ -176,6 +205,10 @@ class Config:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
+    # what a run trains: a diffusion model (in pixels, or on an autoencoder's latents) or the
+    # autoencoder itself
+    task: Literal["diffusion", "autoencoder"] = "diffusion"
     # the dataset's condition spec, filled in from the data when training starts
     conditions: list[Condition] = field(default_factory=list)
     preset: str | None = None
@@ -371,6 +404,49 @@ def build_config(
     return cfg
 
 
+def latent_factor(cfg: Config) -> int:
+    """The autoencoder's spatial factor (1: a pixel-space model)."""
+    ae = cfg.autoencoder
+    return 1 if ae.kind == "none" else 2 ** (len(ae.block_out_channels) - 1)
+
+
+def sample_shape(cfg: Config) -> tuple[int, int, int]:
+    """(channels, height, width) of what the diffusion model denoises: the image, or the
+    autoencoder's latent of it."""
+    if cfg.autoencoder.kind == "none":
+        return cfg.data.channels, cfg.data.image_size, cfg.data.image_size
+    side = cfg.data.image_size // latent_factor(cfg)
+    return cfg.autoencoder.latent_channels, side, side
+
+
+def _validate_autoencoder(cfg: Config) -> None:
+    ae = cfg.autoencoder
+    if cfg.task == "autoencoder" and ae.kind == "none":
+        raise ConfigError("an autoencoder run needs autoencoder.kind tiny or kl")
+    if ae.kind == "none":
+        return
+    if not ae.block_out_channels or not all(c > 0 for c in ae.block_out_channels):
+        raise ConfigError("autoencoder.block_out_channels must list positive widths")
+    for name in ("blocks_per_level", "latent_channels", "disc_width", "disc_layers"):
+        if getattr(ae, name) < 1:
+            raise ConfigError(f"autoencoder.{name} must be at least 1, got {getattr(ae, name)}")
+    for name in ("ssim_weight", "kl_weight", "adv_weight"):
+        if getattr(ae, name) < 0:
+            raise ConfigError(f"autoencoder.{name} must be >= 0, got {getattr(ae, name)}")
+    if ae.disc_start < 0:
+        raise ConfigError(f"autoencoder.disc_start must be >= 0, got {ae.disc_start}")
+    for name in ("shift", "scale"):
+        values = getattr(ae, name)
+        if values and len(values) != ae.latent_channels:
+            raise ConfigError(f"autoencoder.{name} has {len(values)} values for "
+                              f"{ae.latent_channels} latent channels")
+    if any(v <= 0 for v in ae.scale):
+        raise ConfigError("autoencoder.scale must be positive")
+    if cfg.data.image_size % latent_factor(cfg):
+        raise ConfigError(f"data.image_size {cfg.data.image_size} must be divisible by the "
+                          f"autoencoder's factor {latent_factor(cfg)}")
+
+
 def validate(cfg: Config) -> None:
     """Checks that a dataclass field type cannot express."""
     model, data, train = cfg.model, cfg.data, cfg.train
@@ -380,10 +456,13 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"data.channels must be 1 or 3, got {data.channels}")
     if not model.block_out_channels:
         raise ConfigError("model.block_out_channels must list at least one level")
+    _validate_autoencoder(cfg)
     factor = 2 ** (len(model.block_out_channels) - 1)
-    if data.image_size % factor:
+    side = sample_shape(cfg)[1]
+    if cfg.task == "diffusion" and side % factor:
+        what = "data.image_size" if cfg.autoencoder.kind == "none" else "the latent size"
         raise ConfigError(
-            f"data.image_size {data.image_size} must be divisible by {factor} "
+            f"{what} {side} must be divisible by {factor} "
             f"for {len(model.block_out_channels)} resolution levels"
         )
     for c in model.block_out_channels:

@@ -6,10 +6,15 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from facediff.commands import arguments as shared
 from facediff.commands.arguments import Commands
 from facediff.config import Config
+
+if TYPE_CHECKING:
+    from facediff.model.autoencoder import FirstStage
+    from facediff.train.trainer import TrainResult
 
 NAME = "train"
 log = logging.getLogger("facediff")
@@ -25,6 +30,15 @@ _DONE = {
 
 def add_parser(commands: Commands) -> None:
     p = commands.add(NAME, "train a model (or resume the run in --out)")
+    add_run_arguments(p)
+    p.add_argument("--autoencoder", metavar="DIR",
+                   help="train a latent diffusion model on this autoencoder's latents (a "
+                        "`facediff autoencoder train` run or export); a resumed run keeps "
+                        "its own copy")
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """What every training command takes: data, run dir, config, limits, progress."""
     p.add_argument("--data", help="image folder (recursive; jpg/png/webp/bmp)")
     p.add_argument("--labels", help="labels file (CSV/TSV/JSON) for an image folder")
     p.add_argument("--out", required=True, help="run dir; an existing run is resumed")
@@ -45,8 +59,17 @@ def run(args: argparse.Namespace) -> int:
     from facediff.train.trainer import train
 
     run_dir = shared.writable_dir(args.out, create=False)
-    cfg = _config(args, run_dir)
-    result = train(cfg, run_dir, progress=not args.no_progress, time_limit_min=args.time_limit)
+    cfg = run_config(args, run_dir)
+    first_stage = None
+    if args.autoencoder:
+        first_stage = with_autoencoder(cfg, args.autoencoder)
+    result = train(cfg, run_dir, progress=not args.no_progress, time_limit_min=args.time_limit,
+                   autoencoder=first_stage)
+    return report(result, args, run_dir)
+
+
+def report(result: TrainResult, args: argparse.Namespace, run_dir: Path) -> int:
+    """Say how the run ended; the exit code (2: diverged, 130: interrupted)."""
     if result.reason == "diverged":
         if result.main_process:
             print(f"facediff: error: {result.message}", file=sys.stderr)
@@ -60,7 +83,36 @@ def run(args: argparse.Namespace) -> int:
     return 130 if result.reason == "interrupted" else 0
 
 
-def _config(args: argparse.Namespace, run_dir: Path) -> Config:
+def with_autoencoder(cfg: Config, path: str) -> FirstStage:
+    """Load the autoencoder at ``path`` for a latent run of ``cfg`` and make the config
+    describe it. A config that names an autoencoder shape (a latent preset) must get that
+    shape; a pixel config takes the autoencoder's. Mismatches are one line (exit 2)."""
+    from facediff.config import latent_factor, sample_shape
+    from facediff.configure import resolve_config
+    from facediff.errors import ConfigError
+    from facediff.model.autoencoder import load_autoencoder
+
+    first, ae_cfg, _ = load_autoencoder(path)
+    if ae_cfg.data.channels != cfg.data.channels:
+        raise ConfigError(f"the autoencoder {path} takes {ae_cfg.data.channels}-channel "
+                          f"images; this model's data has {cfg.data.channels}")
+    a, b = cfg.autoencoder, ae_cfg.autoencoder
+    if a.kind != "none" and (a.latent_channels, latent_factor(cfg)) != \
+            (b.latent_channels, latent_factor(ae_cfg)):
+        c, h, w = sample_shape(cfg)
+        raise ConfigError(
+            f"the autoencoder {path} makes {b.latent_channels}-channel latents at 1/"
+            f"{latent_factor(ae_cfg)} of the image size; this model's U-Net expects "
+            f"{c}x{h}x{w} latents of {cfg.data.image_size} px images ({a.latent_channels} "
+            f"channels, factor {latent_factor(cfg)}): use a matching autoencoder or preset")
+    a.kind, a.block_out_channels = b.kind, list(b.block_out_channels)
+    a.blocks_per_level, a.latent_channels = b.blocks_per_level, b.latent_channels
+    checked = resolve_config(base=cfg)  # e.g. the U-Net's levels against the latent size
+    cfg.autoencoder = checked.autoencoder
+    return first
+
+
+def run_config(args: argparse.Namespace, run_dir: Path) -> Config:
     """The run's saved config (resuming) or a new one, with the command's changes."""
     from facediff.configure import resolve_config
 

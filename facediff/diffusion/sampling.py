@@ -97,8 +97,10 @@ def sample_loop(
     *,
     eta: float = 0.0,
     callback: Callback | None = None,
+    clamp: bool = True,
 ) -> torch.Tensor:
-    """Run ``scheduler`` from noise ``x`` (unit variance) to an image batch in [-1, 1].
+    """Run ``scheduler`` from noise ``x`` (unit variance) to an image batch in [-1, 1]
+    (``clamp``; a latent model's latents are not clamped).
 
     Holds only the current state, so memory does not grow with the number of steps.
     """
@@ -119,7 +121,7 @@ def sample_loop(
             abar = scheduler.alphas_cumprod[round(float(t))]
             x0 = predicted_x0(pred, model_in, abar, scheduler.config.prediction_type)
             callback(i, total, t, model_in.float(), x0)
-    return x.clamp(-1, 1)
+    return x.clamp(-1, 1) if clamp else x
 
 
 def guided_denoiser(
@@ -192,8 +194,13 @@ def generate(
         raise FacediffError(f"n must be at least 1, got {n}")
     if s.batch_size < 1:
         raise FacediffError(f"batch size must be at least 1, got {s.batch_size}")
-    make_scheduler(s.sampler, diffusion, s.steps)  # validate before any work
+    latent = bool(getattr(net, "latent", False))
+    # latents are not in [-1, 1]: no clipping of the x0 estimate (the decoder clamps)
+    overrides: dict[str, Any] = {"clip_sample": False} if latent else {}
+    make_scheduler(s.sampler, diffusion, s.steps, **overrides)  # validate before any work
     device = next(net.parameters()).device
+    if latent and callback is not None:
+        callback = decoded_callback(net, callback)
     shape = (net.config.in_channels, net.config.sample_size, net.config.sample_size)
     if cond is not None:
         cond = cond.to(device).float()
@@ -215,11 +222,23 @@ def generate(
                     noise[start:start + m].to(device)
                 part = None if cond is None else cond[start:start + m]
                 den = guided_denoiser(net, part, s.guidance, s.guidance_rescale)
-                sched = make_scheduler(s.sampler, diffusion, s.steps)
-                x = sample_loop(den, sched, x, gens, eta=s.eta, callback=callback)
-                out.append(model_to_uint8(x).cpu())
+                sched = make_scheduler(s.sampler, diffusion, s.steps, **overrides)
+                x = sample_loop(den, sched, x, gens, eta=s.eta, callback=callback,
+                                clamp=not latent)
+                out.append(model_to_uint8(net.decode(x) if latent else x).cpu())
                 bar.update(m)
     finally:
         bar.close()
         net.train(was_training)
     return torch.cat(out)
+
+
+def decoded_callback(net: torch.nn.Module, callback: Callback) -> Callback:
+    """A latent model's ``callback``: x_t and x0 decoded to images first, so previews and
+    process figures need no latent case."""
+
+    def decoded(i: int, total: int, t: torch.Tensor, xt: torch.Tensor,
+                x0: torch.Tensor) -> None:
+        callback(i, total, t, net.decode(xt), net.decode(x0))
+
+    return decoded

@@ -13,18 +13,24 @@ patch discriminator with the hinge loss:
 
     L_D = mean(relu(1 - D(x))) + mean(relu(1 + D(x_hat))),    L_adv = -mean(D(x_hat)).
 
-Not wired into training yet: docs/latent.md has the plan.
+``AutoencoderTraining`` holds the autoencoder and its discriminator for the trainer
+(facediff.train.autoencoder); ``load_autoencoder`` reads a trained one back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
+import hashlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from diffusers import AutoencoderKL, AutoencoderTiny
 from torch import nn
 from torch.nn import functional as F
+
+if TYPE_CHECKING:
+    from facediff.config import Config
 
 Kind = Literal["tiny", "kl"]
 
@@ -88,6 +94,53 @@ def build_autoencoder(kind: Kind = "tiny", channels: int = 3, *,
     return FirstStage(net, 2 ** (levels - 1))
 
 
+def build_first_stage(cfg: Config) -> FirstStage:
+    """The (untrained) autoencoder that ``cfg.autoencoder`` describes."""
+    ae = cfg.autoencoder
+    if ae.kind == "none":
+        raise ValueError("the config describes no autoencoder (autoencoder.kind is none)")
+    return build_autoencoder(ae.kind, cfg.data.channels,
+                             block_out_channels=ae.block_out_channels,
+                             blocks_per_level=ae.blocks_per_level,
+                             latent_channels=ae.latent_channels)
+
+
+def weights_digest(state: Mapping[str, torch.Tensor]) -> str:
+    """sha256 of a state dict's names, shapes and float32 values (the latent cache's key)."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().float().cpu().contiguous()
+        h.update(f"{name}:{tuple(t.shape)};".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def load_autoencoder(path: str | Path) -> tuple[FirstStage, Config, str]:
+    """A trained autoencoder (an exported one, or an autoencoder run dir: its export or
+    newest checkpoint) in inference mode on the CPU, its config and its weights' digest.
+    Anything else is a one-line ``FacediffError``."""
+    from facediff.errors import FacediffError
+    from facediff.train.checkpoint import CorruptError, read_model
+
+    cfg, weights, source = read_model(path)
+    if cfg.task != "autoencoder":
+        raise FacediffError(f"{source} is a diffusion model, not an autoencoder (train one "
+                            "with: facediff autoencoder train)")
+    first = build_first_stage(cfg)
+    state = {k: v.float() for k, v in weights.items()}
+    if all(k.startswith("ae.") for k in state):  # a checkpoint of the training module
+        state = {k[3:]: v for k, v in state.items()}
+    state = {k: v for k, v in state.items() if not k.startswith("disc.")}
+    try:
+        first.load_state_dict(state)
+    except RuntimeError as e:
+        detail = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), str(e))
+        raise CorruptError(f"the weights of {source} do not fit the autoencoder its "
+                           f"config.yaml describes ({detail})") from None
+    first.eval().requires_grad_(False)
+    return first, cfg, weights_digest(first.state_dict())
+
+
 class PatchDiscriminator(nn.Module):
     """A small PatchGAN (Isola et al. 2017): strided convolutions to a map of real/fake logits,
     one per patch, so it judges texture, which L1 and SSIM blur."""
@@ -118,7 +171,8 @@ def reconstruction_loss(x: torch.Tensor, y: torch.Tensor, *,
     l1 = (y - x).abs().mean()
     if ssim_weight == 0:
         return l1
-    s = ssim((y + 1) / 2, (x + 1) / 2, data_range=1.0, win_size=7)
+    with torch.autocast(x.device.type, enabled=False):  # the window sums in float32
+        s = ssim((y + 1) / 2, (x + 1) / 2, data_range=1.0, win_size=7)
     return l1 + ssim_weight * (1 - s)
 
 
@@ -131,3 +185,48 @@ def discriminator_hinge_loss(real_logits: torch.Tensor,
 def generator_adversarial_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     """L_adv = -mean(D(x_hat)): the autoencoder's term against the discriminator."""
     return -fake_logits.mean()
+
+
+class AutoencoderTraining(nn.Module):
+    """What an autoencoder run trains: the autoencoder (``.ae``, what is exported) and its
+    patch discriminator (``.disc``), one optimizer over both. ``forward`` returns the whole
+    loss, so one backward pass trains both (and DDP sees one forward):
+
+    * the autoencoder's: L1 + ssim_weight (1 - SSIM) + kl_weight KL, plus adv_weight L_adv
+      once ``adversarial`` is on; L_adv's gradient reaches only the autoencoder (the
+      discriminator is called with detached weights for it);
+    * the discriminator's hinge loss on the originals and the detached reconstructions,
+      from the first step (so it is trained when L_adv is switched on).
+    """
+
+    def __init__(self, ae: FirstStage, disc: PatchDiscriminator, *, ssim_weight: float,
+                 kl_weight: float, adv_weight: float) -> None:
+        super().__init__()
+        self.ae, self.disc = ae, disc
+        self.ssim_weight, self.kl_weight, self.adv_weight = ssim_weight, kl_weight, adv_weight
+
+    def forward(self, x: torch.Tensor, adversarial: bool = False,
+                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        z, kl = self.ae.encode(x, sample=self.ae.kind == "kl", generator=generator)
+        y = self.ae.decode(z)
+        rec = reconstruction_loss(x, y, ssim_weight=self.ssim_weight)
+        d_loss = discriminator_hinge_loss(self.disc(x).float(), self.disc(y.detach()).float())
+        loss = rec + self.kl_weight * kl.float() + d_loss
+        out = {"rec": rec.detach(), "disc": d_loss.detach()}
+        if adversarial and self.adv_weight > 0:
+            frozen = {k: v.detach() for k, v in self.disc.named_parameters()}
+            fake = torch.func.functional_call(self.disc, frozen, (y,)).float()
+            adv = generator_adversarial_loss(fake)
+            loss = loss + self.adv_weight * adv
+            out["adv"] = adv.detach()
+        out["loss"] = loss
+        return out
+
+
+def build_training_module(cfg: Config) -> AutoencoderTraining:
+    """The autoencoder and discriminator an autoencoder run with ``cfg`` trains."""
+    ae = cfg.autoencoder
+    return AutoencoderTraining(
+        build_first_stage(cfg),
+        PatchDiscriminator(cfg.data.channels, ae.disc_width, ae.disc_layers),
+        ssim_weight=ae.ssim_weight, kl_weight=ae.kl_weight, adv_weight=ae.adv_weight)

@@ -18,6 +18,12 @@ from diffusers import UNet2DModel
 from torch import nn
 
 from facediff.data.conditions import UNSPECIFIED
+from facediff.model.autoencoder import FirstStage
+
+
+def _per_channel(values: Sequence[float], channels: int, default: float) -> torch.Tensor:
+    out = torch.full((channels,), default) if not values else torch.tensor(list(values))
+    return out.float().reshape(1, channels, 1, 1)
 
 
 class ConditionEmbedding(nn.Module):
@@ -48,13 +54,47 @@ class ConditionEmbedding(nn.Module):
 
 class Network(nn.Module):
     """The network a model trains and samples (``net``): diffusers' U-Net (``.unet``) plus,
-    for conditional models, its condition embedding (``.cond``). Called as
-    ``net(x_t, t, labels=None, soft=None).sample`` -> the prediction (eps, v or x0)."""
+    for conditional models, its condition embedding (``.cond``) and, for latent models, the
+    frozen autoencoder whose latents the U-Net denoises (``.first_stage``). Called as
+    ``net(x_t, t, labels=None, soft=None).sample`` -> the prediction (eps, v or x0).
 
-    def __init__(self, unet: UNet2DModel, cond: ConditionEmbedding | None = None) -> None:
+    A latent model's U-Net sees ``(z - shift) * scale`` per channel (``to_latent``);
+    ``decode`` maps such a latent back to an image in [-1, 1]."""
+
+    def __init__(self, unet: UNet2DModel, cond: ConditionEmbedding | None = None,
+                 first_stage: FirstStage | None = None, *, shift: Sequence[float] = (),
+                 scale: Sequence[float] = ()) -> None:
         super().__init__()
         self.unet = unet
         self.cond = cond
+        self.first_stage = first_stage
+        if first_stage is not None:
+            first_stage.requires_grad_(False)
+            c = first_stage.latent_channels
+            self.register_buffer("latent_shift", _per_channel(shift, c, 0.0), persistent=False)
+            self.register_buffer("latent_scale", _per_channel(scale, c, 1.0), persistent=False)
+
+    @property
+    def latent(self) -> bool:
+        return self.first_stage is not None
+
+    def to_latent(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, C, H, W) in [-1, 1] -> the U-Net's latents (the encoder's mean)."""
+        assert self.first_stage is not None
+        z, _ = self.first_stage.encode(images.to(self.latent_scale.dtype))
+        return (z.float() - self.latent_shift) * self.latent_scale
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """The U-Net's latents -> images (B, C, H, W), clamped to [-1, 1]."""
+        assert self.first_stage is not None
+        z = latents.float() / self.latent_scale + self.latent_shift
+        return self.first_stage.decode(z.to(self.latent_scale.dtype)).float().clamp(-1, 1)
+
+    def train(self, mode: bool = True) -> Network:
+        super().train(mode)
+        if self.first_stage is not None:  # frozen: always in inference mode
+            self.first_stage.eval()
+        return self
 
     @property
     def config(self) -> SimpleNamespace:

@@ -6,20 +6,25 @@ from __future__ import annotations
 import torch
 from diffusers import UNet2DModel
 
-from facediff.config import Config
+from facediff.config import Config, sample_shape
+from facediff.model.autoencoder import build_first_stage
 from facediff.model.conditioning import ConditionEmbedding, Network
 
 
 def build_net(cfg: Config) -> Network:
     """The network for ``cfg``: a U-Net, with a condition embedding if the config has
-    conditions (``cfg.conditions``, filled in from the dataset)."""
+    conditions (``cfg.conditions``, filled in from the dataset) and the (untrained) first
+    stage of a latent model (its weights are loaded with the rest, or by the trainer)."""
     conditional = bool(cfg.conditions)
     unet = build_unet(cfg, conditional)
-    if not conditional:
-        return Network(unet)
-    dim = unet.time_embedding.linear_2.out_features
-    sizes = [len(c.values) for c in cfg.conditions]
-    return Network(unet, ConditionEmbedding(sizes, dim))
+    cond = None
+    if conditional:
+        dim = unet.time_embedding.linear_2.out_features
+        cond = ConditionEmbedding([len(c.values) for c in cfg.conditions], dim)
+    if cfg.autoencoder.kind == "none":
+        return Network(unet, cond)
+    return Network(unet, cond, build_first_stage(cfg), shift=cfg.autoencoder.shift,
+                   scale=cfg.autoencoder.scale)
 
 
 def build_unet(cfg: Config, conditional: bool = False) -> UNet2DModel:
@@ -29,10 +34,11 @@ def build_unet(cfg: Config, conditional: bool = False) -> UNet2DModel:
     attn = set(m.attention_levels)
     down = tuple("AttnDownBlock2D" if i in attn else "DownBlock2D" for i in range(levels))
     up = tuple("AttnUpBlock2D" if i in attn else "UpBlock2D" for i in reversed(range(levels)))
+    channels, side, _ = sample_shape(cfg)
     return UNet2DModel(
-        sample_size=cfg.data.image_size,
-        in_channels=cfg.data.channels,
-        out_channels=cfg.data.channels,
+        sample_size=side,
+        in_channels=channels,
+        out_channels=channels,
         block_out_channels=tuple(m.block_out_channels),
         layers_per_block=m.layers_per_block,
         down_block_types=down,

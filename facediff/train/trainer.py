@@ -25,8 +25,9 @@ from accelerate import Accelerator
 from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
-from facediff.config import Condition, Config
+from facediff.config import Condition, Config, sample_shape
 from facediff.data import ImageSet, load_data
+from facediff.data.latents import encode_images, latent_stats
 from facediff.data.conditions import UNSPECIFIED
 from facediff.data.transforms import uint8_to_model
 from facediff.diffusion.objectives import DiffusionObjective
@@ -34,6 +35,7 @@ from facediff.diffusion.samplers import SamplingSettings
 from facediff.diffusion.sampling import check_sampling, generate
 from facediff.errors import ConfigError, FacediffError
 from facediff.model import build_net, count_parameters
+from facediff.model.autoencoder import FirstStage, load_autoencoder, weights_digest
 from facediff.train import checkpoint as ckpt
 from facediff.train.ema import HalfLifeEMA
 from facediff.train.lock import RunLock, RunLockedError
@@ -48,6 +50,7 @@ CSV_FIELDS = ["step", "images", "loss", "lr", "grad_norm", "img_per_s", "val_los
 SPIKE = 5.0
 EVAL_SEED = 777  # the samples scored during training: the same seeds every time
 SAMPLE_SEED = 12345  # fixed noise for the progress grids
+AUTOENCODER_DIR = "autoencoder"  # a latent run's copy of its autoencoder
 
 
 @dataclass
@@ -105,6 +108,8 @@ def check_resumable(saved: Config, new: Config) -> None:
         "data.image_size": (saved.data.image_size, new.data.image_size),
         "data.channels": (saved.data.channels, new.data.channels),
         "conditions": (saved.conditions, new.conditions),  # names, kinds and value order
+        "task": (saved.task, new.task),
+        "autoencoder": (_first_stage_identity(saved), _first_stage_identity(new)),
     }
     for name, (a, b) in fixed.items():
         if a != b:
@@ -112,6 +117,13 @@ def check_resumable(saved: Config, new: Config) -> None:
                 f"cannot resume with a different {name}: the checkpoint was trained with "
                 f"{a} (start a new run dir to change it)"
             )
+
+
+def _first_stage_identity(cfg: Config) -> tuple[object, ...]:
+    """What makes the autoencoder (trained, or frozen under a latent model) the same one."""
+    ae = cfg.autoencoder
+    return (ae.kind, ae.block_out_channels, ae.blocks_per_level, ae.latent_channels,
+            ae.digest if cfg.task == "diffusion" else None)
 
 
 def rank_slice(micro_index: int, micro: int, rank: int, world: int) -> slice:
@@ -149,18 +161,36 @@ class BatchStream:
         return step * self.batch_size / self.n
 
 
+_TASK_WHAT = {"diffusion": "a diffusion model", "autoencoder": "an autoencoder"}
+_TASK_COMMAND = {"diffusion": "facediff train", "autoencoder": "facediff autoencoder train"}
+
+
 class Trainer:
-    """Trains one run dir: ``Trainer(cfg, run_dir).fit()``; the same call resumes it."""
+    """Trains one run dir: ``Trainer(cfg, run_dir).fit()``; the same call resumes it.
+
+    What a run learns is its task: this class trains a diffusion model (in pixels, or on a
+    frozen autoencoder's latents); facediff.train.autoencoder's subclass trains the
+    autoencoder. A task replaces the hooks ``_build_network``, ``draw_batch``,
+    ``micro_loss``, ``preview``, ``_val_loss``, ``export_state`` (and ``_evaluate``); the
+    rest (devices, the lock, resume, checkpoints, EMA, the non-finite guard, signals, the time
+    limit, logs) is this class's, for every task.
+    """
+
+    task = "diffusion"
 
     def __init__(
         self, cfg: Config, run_dir: str | Path, data: ImageSet | None = None,
-        progress: bool = True,
+        progress: bool = True, autoencoder: FirstStage | None = None,
     ) -> None:
+        if cfg.task != self.task:
+            raise ConfigError(f"this config trains {_TASK_WHAT[cfg.task]} (task: {cfg.task}): "
+                              f"use {_TASK_COMMAND[cfg.task]}")
         check_sampling(cfg.sample, cfg.diffusion)  # the progress grids' sampler, before work
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.progress = progress
         self._setup_processes()
+        self.first_stage = self._first_stage(autoencoder)
         self._load_data(data)
         self._build_network()
         self._build_optimizer()
@@ -209,9 +239,29 @@ class Trainer:
         self.micro = tc.batch_size // tc.grad_accum  # global micro-batch
         self.device = self.accelerator.device
 
+    def _first_stage(self, given: FirstStage | None) -> FirstStage | None:
+        """A latent run's autoencoder: the one given (``--autoencoder``), else the copy the
+        run keeps in RUN/autoencoder/ (resuming); its digest must be the config's."""
+        ae = self.cfg.autoencoder
+        if self.cfg.task != "diffusion" or ae.kind == "none":
+            return None
+        if given is None:
+            if not (self.run_dir / AUTOENCODER_DIR).is_dir():
+                raise ConfigError("a latent diffusion run needs its autoencoder: pass "
+                                  "--autoencoder DIR (a facediff autoencoder run or export)")
+            given, _, _ = load_autoencoder(self.run_dir / AUTOENCODER_DIR)
+        digest = weights_digest(given.state_dict())
+        if ae.digest is not None and ae.digest != digest:
+            raise ConfigError(f"the autoencoder's weights differ from the ones this run was "
+                              f"trained on (digest {digest[:12]}, the run's "
+                              f"{ae.digest[:12]}): start a new run dir")
+        ae.digest = digest
+        return given.to(self.device).eval().requires_grad_(False)
+
     def _load_data(self, data: ImageSet | None) -> None:
         """The dataset's images (and labels) on the device, less a seeded held-out part; the
-        run's condition spec comes from the data."""
+        run's condition spec comes from the data. A latent run holds the images' latents
+        instead (each image and its mirror image, normalised per channel)."""
         cfg, tc = self.cfg, self.cfg.train
         if data is None:
             data = load_data(cfg.data, progress=self.progress and
@@ -219,7 +269,10 @@ class Trainer:
         self.data = data
         cfg.conditions = [Condition(c.name, c.kind, list(c.values))
                           for c in data.spec.conditions] if data.spec is not None else []
-        images = torch.from_numpy(np.array(data.images))  # off the cache's memory map
+        if self.first_stage is not None:
+            images = self._latents(data)
+        else:
+            images = torch.from_numpy(np.array(data.images))  # off the cache's memory map
         n_val = round(len(images) * cfg.data.val_fraction)
         if cfg.data.val_fraction > 0 and n_val == 0:
             n_val = 1
@@ -241,12 +294,35 @@ class Trainer:
                 labels = labels[train_idx]
             self.train_labels = labels.to(self.device)
         self.stream = BatchStream(len(self.train_images), tc.batch_size, tc.seed)
+        self.sample_shape = sample_shape(cfg)
+
+    def _latents(self, data: ImageSet) -> torch.Tensor:
+        """(N, 2, C, h, w) float latents of the images and their mirror images (the latent
+        cache), normalised with the per-channel shift and scale measured on them (and
+        stored in the config)."""
+        assert self.first_stage is not None
+        ae = self.cfg.autoencoder
+        lat = encode_images(self.first_stage, data.images, self.cfg.data, ae.digest or "",
+                            device=self.device,
+                            progress=self.progress and self.accelerator.is_main_process)
+        shift, scale = latent_stats(lat)
+        if ae.shift and ae.scale and (not np.allclose(ae.shift, shift, rtol=1e-4, atol=1e-5)
+                                      or not np.allclose(ae.scale, scale, rtol=1e-4)):
+            log.warning("the latents' statistics changed (the data changed?): keeping the "
+                        "run's shift %s and scale %s", ae.shift, ae.scale)
+        elif not (ae.shift and ae.scale):
+            ae.shift, ae.scale = shift, scale
+        s = torch.tensor(ae.shift).reshape(1, 1, -1, 1, 1)
+        k = torch.tensor(ae.scale).reshape(1, 1, -1, 1, 1)
+        return (torch.from_numpy(np.asarray(lat, dtype=np.float32)) - s) * k
 
     def _build_network(self) -> None:
         """The network (seeded), the objective it learns, its memory layout."""
         tc = self.cfg.train
         torch.manual_seed(tc.seed)
         self.net = build_net(self.cfg)  # U-Net (+ condition embedding): saved and sampled
+        if self.first_stage is not None:  # a latent model: its frozen autoencoder
+            self.net.first_stage.load_state_dict(self.first_stage.state_dict())
         self.objective = DiffusionObjective(self.cfg.diffusion)
         self.channels_last = self.device.type == "cuda" if tc.channels_last is None \
             else tc.channels_last
@@ -388,11 +464,15 @@ class Trainer:
         self.good_checkpoint = self.step
         acc.wait_for_everyone()
 
+    def export_state(self) -> dict[str, torch.Tensor]:
+        """What an export holds: the EMA weights of the network (the task's hook)."""
+        return self.ema.named_state(self.net)
+
     def _export(self) -> None:
         if not self._finite():
             raise _Diverged(f"the weights became NaN or inf by step {self.step}")
         self._on_main(lambda: ckpt.export_model(self.run_dir / ckpt.EXPORT_DIR, self.cfg,
-                                                self.ema.named_state(self.net),
+                                                self.export_state(),
                                                 step=self.step))
 
     # ---- logs and samples -----------------------------------------------------------------
@@ -457,14 +537,19 @@ class Trainer:
                 log.warning("could not write the sample grid at step %d: %s", self.step, e)
         acc.wait_for_everyone()
 
-    def _write_grid(self) -> None:
+    def preview(self) -> tuple[torch.Tensor, int | None]:
+        """The progress grid's uint8 NHWC images and images per row (None: near-square):
+        ``train.sample_n`` EMA samples from fixed noise (the task's hook)."""
         n = self.cfg.train.sample_n
         # deterministic (eta 0) whatever sample.eta says, as the grids always were: the same
         # noise every time, so the grids show the model change, not the sampler's noise
         settings = SamplingSettings(seed=SAMPLE_SEED, batch_size=n, eta=0.0).resolve(
             self.cfg.sample)
-        imgs = generate(self._ema_net(), self.cfg.diffusion, n, settings)
-        grid = make_grid(imgs)
+        return generate(self._ema_net(), self.cfg.diffusion, n, settings), None
+
+    def _write_grid(self) -> None:
+        imgs, nrow = self.preview()
+        grid = make_grid(imgs, nrow)
         out = self.run_dir / "samples"
         out.mkdir(parents=True, exist_ok=True)
         grid.save(out / f"step-{self.step:07d}.png")
@@ -478,7 +563,9 @@ class Trainer:
         net = self._ema_net()
         n = len(self.val_images)
         g = torch.Generator().manual_seed(step_seed(self.cfg.train.seed, -1))
-        noise_all = torch.randn((n, *self.val_images.shape[1:]), generator=g)
+        shape = self.sample_shape if self.first_stage is not None else \
+            self.val_images.shape[1:]  # images: H, W, C as stored
+        noise_all = torch.randn((n, *shape), generator=g)
         t_all = self.objective.sample_timesteps(n, g)
         # each process scores its share; the all-reduced sum is the same on every rank, so
         # every rank takes the same early-stopping decision
@@ -487,8 +574,12 @@ class Trainer:
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         for start in range(0, len(mine), per_batch):
             idx = mine[start:start + per_batch]
-            x0 = uint8_to_model(self.val_images[idx]).to(self.device)
-            noise = noise_all[idx].permute(0, 3, 1, 2).to(self.device)
+            if self.first_stage is not None:
+                x0 = self.val_images[idx, 0].to(self.device)
+                noise = noise_all[idx].to(self.device)
+            else:
+                x0 = uint8_to_model(self.val_images[idx]).to(self.device)
+                noise = noise_all[idx].permute(0, 3, 1, 2).to(self.device)
             t = t_all[idx].to(self.device)
             labels = None if self.val_labels is None else self.val_labels[idx.to(self.device)]
             with self.accelerator.autocast():
@@ -527,7 +618,7 @@ class Trainer:
             broadcast_object_list(improved)
         if improved[0] and self._healthy() and self._finite():
             self._on_main(lambda: ckpt.export_model(self.run_dir / "best-fid", self.cfg,
-                                                    self.ema.named_state(self.net),
+                                                    self.export_state(),
                                                     step=self.step))
         acc.wait_for_everyone()
         return out
@@ -575,8 +666,7 @@ class Trainer:
         tc = self.cfg.train
         g = torch.Generator().manual_seed(step_seed(tc.seed, step))
         idx = torch.from_numpy(self.stream.batch(step))
-        h, w, c = self.train_images.shape[1:]
-        noise = torch.randn((tc.batch_size, c, h, w), generator=g)
+        noise = torch.randn((tc.batch_size, *self.sample_shape), generator=g)
         timesteps = self.objective.sample_timesteps(tc.batch_size, g)
         flip = torch.rand(tc.batch_size, generator=g) < 0.5
         labels = None
@@ -589,12 +679,33 @@ class Trainer:
         return GlobalBatch(idx, noise, timesteps, flip, labels)
 
     def images(self, batch: GlobalBatch, sel: slice) -> torch.Tensor:
-        """The model-range images of ``batch[sel]`` on the device, flipped where drawn."""
-        x0 = uint8_to_model(self.train_images[batch.idx[sel].to(self.device)])
+        """The model-range images of ``batch[sel]`` on the device, flipped where drawn (a
+        latent run: the latents of the images or of their mirror images)."""
+        idx = batch.idx[sel].to(self.device)
+        if self.first_stage is not None:
+            side = batch.flip[sel].to(self.device).long() if self.cfg.data.hflip else \
+                torch.zeros_like(idx)
+            return self.train_images[idx, side]
+        x0 = uint8_to_model(self.train_images[idx])
         if self.cfg.data.hflip:
             x0 = torch.where(batch.flip[sel].to(self.device)[:, None, None, None],
                              x0.flip(3), x0)
         return x0
+
+    def micro_loss(self, batch: GlobalBatch, sel: slice, micro_index: int,
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the loss to back-propagate, the loss to log) of this process's part ``sel`` of
+        micro-batch ``micro_index``: the diffusion loss, both times (the task's hook: an
+        autoencoder run, facediff.train.autoencoder, has its own)."""
+        x0 = self.images(batch, sel)
+        noise = batch.noise[sel].to(self.device, non_blocking=True)
+        if self.channels_last:
+            x0 = x0.contiguous(memory_format=torch.channels_last)
+            noise = noise.contiguous(memory_format=torch.channels_last)
+        ts = batch.timesteps[sel].to(self.device, non_blocking=True)
+        labels = None if batch.labels is None else batch.labels[sel]
+        loss = self.objective.loss(self.train_net, x0, noise, ts, labels=labels).mean()
+        return loss, loss
 
     def train_step(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One optimizer step on global batch ``self.step``; returns (loss sum, grad norm)."""
@@ -606,15 +717,8 @@ class Trainer:
         finite = True
         for m in range(tc.grad_accum):
             sel = rank_slice(m, self.micro, self.rank, self.world)
-            x0 = self.images(batch, sel)
-            noise = batch.noise[sel].to(self.device, non_blocking=True)
-            if self.channels_last:
-                x0 = x0.contiguous(memory_format=torch.channels_last)
-                noise = noise.contiguous(memory_format=torch.channels_last)
-            ts = batch.timesteps[sel].to(self.device, non_blocking=True)
-            labels = None if batch.labels is None else batch.labels[sel]
             with acc.accumulate(self.train_net):
-                loss = self.objective.loss(self.train_net, x0, noise, ts, labels=labels).mean()
+                loss, logged = self.micro_loss(batch, sel, m)
                 acc.backward(loss)
                 if acc.sync_gradients:  # grad_clip <= 0: no clipping, the norm is still logged
                     limit = tc.grad_clip if tc.grad_clip > 0 else float("inf")
@@ -626,7 +730,7 @@ class Trainer:
                 if finite or getattr(acc, "scaler", None) is not None:
                     self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
-            loss_sum += loss.detach()
+            loss_sum += logged.detach()
         self.lr_scheduler.step()
         self.step += 1
         self.last_step_finite = finite
@@ -723,6 +827,8 @@ class Trainer:
         """Save the run's config and say what is being trained, where and how."""
         acc = self.accelerator
         self._on_main(lambda: ckpt.save_config(self.run_dir / "config.yaml", self.cfg))
+        if self.first_stage is not None and not (self.run_dir / AUTOENCODER_DIR).is_dir():
+            self._on_main(self._keep_autoencoder)  # the run resumes with it alone
         if not acc.is_main_process:
             return
         log.info(
@@ -733,6 +839,15 @@ class Trainer:
             count_parameters(self.net) / 1e6, self.world, self.device.type,
             acc.mixed_precision,
         )
+
+    def _keep_autoencoder(self) -> None:
+        """A copy of a latent run's autoencoder in RUN/autoencoder/ (an autoencoder export)."""
+        assert self.first_stage is not None
+        ae_cfg = Config.from_dict(self.cfg.to_dict())
+        ae_cfg.task, ae_cfg.conditions = "autoencoder", []
+        ae_cfg.autoencoder.shift, ae_cfg.autoencoder.scale = [], []
+        ae_cfg.autoencoder.digest = None
+        ckpt.export_model(self.run_dir / AUTOENCODER_DIR, ae_cfg, self.first_stage.state_dict())
 
     def _train_loop(self, until_step: int | None, deadline: float | None,
                     time_limit_min: float | None) -> str:
@@ -839,7 +954,7 @@ class Trainer:
             self.best_val, self.bad_vals = val, 0
             if self._healthy() and self._finite():  # the best EMA so far, kept apart
                 self._on_main(lambda: ckpt.export_model(self.run_dir / "best", self.cfg,
-                                                        self.ema.named_state(self.net),
+                                                        self.export_state(),
                                                         step=self.step))
         else:
             self.bad_vals += 1
@@ -927,6 +1042,9 @@ class _Window:
 
 def train(cfg: Config, run_dir: str | Path, *, data: ImageSet | None = None,
           progress: bool = True, until_step: int | None = None,
-          time_limit_min: float | None = None) -> TrainResult:
-    """Train (or resume) the run in ``run_dir`` with ``cfg`` (see ``Trainer.fit``)."""
-    return Trainer(cfg, run_dir, data=data, progress=progress).fit(until_step, time_limit_min)
+          time_limit_min: float | None = None,
+          autoencoder: FirstStage | None = None) -> TrainResult:
+    """Train (or resume) the run in ``run_dir`` with ``cfg`` (see ``Trainer.fit``); a latent
+    model's ``autoencoder`` (facediff.model.autoencoder.load_autoencoder) on its first call."""
+    return Trainer(cfg, run_dir, data=data, progress=progress,
+                   autoencoder=autoencoder).fit(until_step, time_limit_min)
