@@ -21,6 +21,7 @@ from facediff.data.conditions import (
 )
 from facediff.data.transforms import array_to_image
 from facediff.device import default_device
+from facediff.errors import FacediffError
 from facediff.diffusion.samplers import SamplingSettings
 from facediff.diffusion.sampling import Callback, generate
 from facediff.model import Network, build_net
@@ -126,6 +127,9 @@ def load(path: str | Path | None = None, device: str | torch.device | None = Non
     bundled attribute-conditional one.
     """
     cfg, weights, source = read_model(path, conditional)
+    if cfg.task != "diffusion":
+        raise FacediffError(f"{source} is an autoencoder, not a diffusion model (train a "
+                            f"latent model on it with: facediff train --autoencoder {path})")
     net = build_net(cfg)
     try:
         net.load_state_dict({k: v.float() for k, v in weights.items()})

@@ -79,7 +79,7 @@ def _eval(args: argparse.Namespace) -> int:
     n = min(args.n, len(data))
     if n < 2:
         raise FacediffError(f"{args.data} has {len(data)} usable image(s); at least 2 needed")
-    images = np.asarray(data.images[:n])
+    images = np.array(data.images[:n])  # off the cache's memory map
     extractor = None
     device = resolve_device(args.device)
     if not args.no_fid:

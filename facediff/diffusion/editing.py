@@ -73,7 +73,7 @@ def load_photo(path: str | Path, model: FaceModel) -> torch.Tensor:
     p = Path(path)
     if not p.is_file():
         raise FacediffError(f"photo not found: {p}")
-    c, size, _ = _noise_shape(model)
+    c, size = model.config.data.channels, model.config.data.image_size
     try:
         with warnings.catch_warnings():  # the budget below says it in one line, not Pillow
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -107,7 +107,7 @@ def ddim_generate(model: FaceModel, xT: torch.Tensor, cond: torch.Tensor | None,
         sched.timesteps = sched.timesteps[sched.timesteps <= start]
     den = guided_denoiser(model.net, cond, guidance, guidance_rescale)
     gens = generators_for(0, 0, xT.shape[0])
-    return sample_loop(den, sched, xT, gens)
+    return sample_loop(den, sched, xT, gens, clamp=not getattr(model.net, "latent", False))
 
 
 def edit_settings(model: FaceModel, settings: SamplingSettings | None = None) -> SamplingSettings:
@@ -128,9 +128,14 @@ def edit_photo(
     """Edit a (1, C, H, W) photo from ``src_labels`` to ``dst_labels``; returns uint8 HWC.
 
     ``settings``: steps, guidance, guidance rescale and (SDEdit's noise) seed; see
-    ``edit_settings``.
+    ``edit_settings``. A latent model edits the photo's latent (its encoder's) and decodes
+    the result.
     """
     s = edit_settings(model, settings)
+    latent = bool(getattr(model.net, "latent", False))
+    if latent:
+        with torch.no_grad():
+            photo = model.net.to_latent(photo.to(model.device))
     src = model.cond(src_labels)
     dst = model.cond(dst_labels)
     if method == "ddim":
@@ -154,6 +159,9 @@ def edit_photo(
                             guidance_rescale=s.guidance_rescale, start=start)
     else:
         raise FacediffError(f"unknown edit method {method!r}; choose ddim or sdedit")
+    if latent:
+        with torch.no_grad():
+            out = model.net.decode(out)
     return model_to_uint8(out)[0].cpu()
 
 

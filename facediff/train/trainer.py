@@ -314,7 +314,7 @@ class Trainer:
             ae.shift, ae.scale = shift, scale
         s = torch.tensor(ae.shift).reshape(1, 1, -1, 1, 1)
         k = torch.tensor(ae.scale).reshape(1, 1, -1, 1, 1)
-        return (torch.from_numpy(np.asarray(lat, dtype=np.float32)) - s) * k
+        return (torch.from_numpy(np.array(lat, dtype=np.float32)) - s) * k
 
     def _build_network(self) -> None:
         """The network (seeded), the objective it learns, its memory layout."""
