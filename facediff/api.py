@@ -21,9 +21,9 @@ from facediff.data.conditions import (
 )
 from facediff.data.transforms import array_to_image
 from facediff.device import default_device
-from facediff.errors import FacediffError
 from facediff.diffusion.samplers import SamplingSettings
 from facediff.diffusion.sampling import Callback, generate
+from facediff.errors import FacediffError
 from facediff.model import Network, build_net
 from facediff.train.checkpoint import CorruptError, export_model, read_model
 

@@ -30,8 +30,8 @@ from facediff.commands.arguments import Commands, Parser
 from facediff.errors import FacediffError
 
 # in the order `facediff --help` lists them
-COMMANDS = [train, autoencoder, sample, interpolate, edit, models, config, export, data, evaluate, classifier,
-            viz, app]
+COMMANDS = [train, autoencoder, sample, interpolate, edit, models, config, export, data,
+            evaluate, classifier, viz, app]
 
 
 class _Formatter(logging.Formatter):

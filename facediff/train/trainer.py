@@ -27,8 +27,8 @@ from tqdm.auto import tqdm
 
 from facediff.config import Condition, Config, sample_shape
 from facediff.data import ImageSet, load_data
-from facediff.data.latents import encode_images, latent_stats
 from facediff.data.conditions import UNSPECIFIED
+from facediff.data.latents import encode_images, latent_stats
 from facediff.data.transforms import uint8_to_model
 from facediff.diffusion.objectives import DiffusionObjective
 from facediff.diffusion.samplers import SamplingSettings
