@@ -3,7 +3,9 @@
 Every latent-diffusion number of this project (docs/latent.md) uses it: the first ``--n`` of
 ``numpy.random.default_rng(seed).permutation(N)`` of the folder's images in facediff's loading
 order (sorted paths) are held out, the rest are the training set. Train on ``OUT/train``,
-score against ``OUT/heldout`` (and against 2,000 of ``OUT/train`` for the training-set number).
+score against ``OUT/heldout``; ``OUT/train2000`` (``--n`` training images, the first of
+``default_rng(seed + 1).permutation`` of the training set) gives the training-set number and,
+against ``OUT/heldout``, the real-vs-real floor at the same n.
 
     python bench/split.py --data ../shared/datasets/celebahq-128 --out ~/data/celebahq128
 """
@@ -30,7 +32,9 @@ def main() -> None:
     files = find_images(args.data)
     order = np.random.default_rng(args.seed).permutation(len(files))
     out = Path(args.out).expanduser()
-    for name, idx in (("heldout", order[:args.n]), ("train", order[args.n:])):
+    train = order[args.n:]
+    some = train[np.random.default_rng(args.seed + 1).permutation(len(train))[:args.n]]
+    for name, idx in (("heldout", order[:args.n]), ("train", train), ("train2000", some)):
         d = out / name
         d.mkdir(parents=True, exist_ok=True)
         for i in sorted(idx):

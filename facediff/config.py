@@ -161,6 +161,10 @@ class AutoencoderConfig:
     disc_start: int = 2000
     disc_width: int = 32
     disc_layers: int = 3
+    # autoencoder run: train on random square crops of this size (0: whole images); the
+    # networks are convolutional, so a 128 px autoencoder trains on 64 px crops at the cost
+    # of a 64 px one, and is scored on whole images
+    train_crop: int = 0
 
 
 BINARY_VALUES = ["0", "1"]
@@ -433,6 +437,12 @@ def _validate_autoencoder(cfg: Config) -> None:
     for name in ("ssim_weight", "kl_weight", "adv_weight"):
         if getattr(ae, name) < 0:
             raise ConfigError(f"autoencoder.{name} must be >= 0, got {getattr(ae, name)}")
+    if ae.train_crop and not latent_factor(cfg) <= ae.train_crop <= cfg.data.image_size:
+        raise ConfigError(f"autoencoder.train_crop {ae.train_crop} must be between the factor "
+                          f"{latent_factor(cfg)} and data.image_size {cfg.data.image_size}")
+    if ae.train_crop % latent_factor(cfg):
+        raise ConfigError(f"autoencoder.train_crop {ae.train_crop} must be divisible by the "
+                          f"autoencoder's factor {latent_factor(cfg)}")
     if ae.disc_start < 0:
         raise ConfigError(f"autoencoder.disc_start must be >= 0, got {ae.disc_start}")
     for name in ("shift", "scale"):

@@ -89,3 +89,30 @@ def test_a_write_failure_on_rank_0_stops_every_rank_with_one_line(faces_dir: Pat
     # exit codes follows, with its traceback)
     assert r.stderr.count("facediff: error: cannot write checkpoint") == 2, r.stderr[-3000:]
     assert "facediff/train/" not in r.stderr, r.stderr[-3000:]
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
+def test_two_processes_train_the_autoencoder_as_one_does(faces_dir: Path, tmp_path: Path):
+    """The autoencoder task on the same trainer: DDP over both networks (the discriminator's
+    term switched on at step 2) gives one process's weights."""
+    ae = ["task=autoencoder", "autoencoder.kind=tiny", "autoencoder.block_out_channels=[8,8]",
+          "autoencoder.blocks_per_level=1", "autoencoder.disc_start=2",
+          "autoencoder.disc_width=8", "autoencoder.disc_layers=2", "train.batch_size=8",
+          "train.mixed_precision=no", "train.checkpoint_every=2"]
+    args = ["autoencoder", "train", *tiny_args(faces_dir, *ae), "--max-steps", "4"]
+    one = subprocess.run([sys.executable, "-m", "facediff", *args, "--out",
+                          str(tmp_path / "one")], capture_output=True, text=True, env=ENV,
+                         timeout=180)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "--master_port", str(_free_port()), "-m", "facediff", *args,
+         "--out", str(tmp_path / "two")],
+        capture_output=True, text=True, env=ENV, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "2 process(es)" in two.stderr
+    for rel in ("model/weights.safetensors", "checkpoints/step-0000004/model.safetensors"):
+        a, b = load_file(str(tmp_path / "one" / rel)), load_file(str(tmp_path / "two" / rel))
+        assert a.keys() == b.keys()
+        diff = max((a[k] - b[k]).abs().max().item() for k in a)
+        assert diff < 1e-4, (rel, diff)

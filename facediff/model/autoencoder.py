@@ -149,8 +149,9 @@ class PatchDiscriminator(nn.Module):
         super().__init__()
         mods: list[nn.Module] = [nn.Conv2d(channels, width, 4, 2, 1), nn.LeakyReLU(0.2)]
         c = width
-        for _ in range(layers - 1):
-            mods += [nn.Conv2d(c, 2 * c, 4, 2, 1), nn.GroupNorm(min(32, 2 * c), 2 * c),
+        for _ in range(layers - 1):  # no bias before a norm: it would learn only noise
+            mods += [nn.Conv2d(c, 2 * c, 4, 2, 1, bias=False),
+                     nn.GroupNorm(min(32, 2 * c), 2 * c),
                      nn.LeakyReLU(0.2)]
             c *= 2
         mods.append(nn.Conv2d(c, 1, 3, 1, 1))

@@ -13,6 +13,7 @@ it).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,6 +39,8 @@ class AutoencoderTrainer(Trainer):
             raise ConfigError("train.eval_every scores diffusion samples; an autoencoder is "
                               "scored with: facediff autoencoder eval")
         super().__init__(cfg, run_dir, data=data, progress=progress)
+        self._gan_sums: list[Any] = [torch.zeros((), device=self.device),
+                                     torch.zeros((), device=self.device), 0]
 
     def _build_network(self) -> None:
         tc = self.cfg.train
@@ -56,7 +59,20 @@ class AutoencoderTrainer(Trainer):
         idx = torch.from_numpy(self.stream.batch(step))
         flip = torch.rand(tc.batch_size, generator=g) < 0.5
         empty = torch.zeros(0)
-        return GlobalBatch(idx, empty, empty, flip, None)
+        crops = None
+        if self.cfg.autoencoder.train_crop:
+            room = self.cfg.data.image_size - self.cfg.autoencoder.train_crop
+            crops = torch.randint(0, room + 1, (tc.batch_size, 2), generator=g)
+        return GlobalBatch(idx, empty, empty, flip, None, crops)
+
+    def images(self, batch: GlobalBatch, sel: slice) -> torch.Tensor:
+        """The batch's images (flipped where drawn), cropped where ``train_crop`` says."""
+        x = super().images(batch, sel)
+        if batch.crops is None:
+            return x
+        k = self.cfg.autoencoder.train_crop
+        return torch.stack([im[:, top:top + k, left:left + k] for im, (top, left) in
+                            zip(x, batch.crops[sel].tolist(), strict=True)])
 
     def micro_loss(self, batch: GlobalBatch, sel: slice, micro_index: int,
                    ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -68,7 +84,25 @@ class AutoencoderTrainer(Trainer):
         seed = step_seed(self.cfg.train.seed, self.step) + 7_901 * micro_index + 131 * self.rank
         out = self.train_net(x, adversarial=self.step >= self.cfg.autoencoder.disc_start,
                              generator=torch.Generator().manual_seed(seed))
+        self._gan_sums[0] += out["disc"]
+        if "adv" in out:
+            self._gan_sums[1] += out["adv"]
+        self._gan_sums[2] += 1
         return out["loss"], out["rec"]
+
+    def _train_row(self, window: Any, grad_norm: torch.Tensor | None,
+                   bar: Any) -> dict[str, Any]:
+        """The logged row, with the discriminator's hinge loss and the autoencoder's
+        adversarial term (means since the last row; the adversarial one once switched on)."""
+        row = super()._train_row(window, grad_norm, bar)
+        d, adv, count = self._gan_sums
+        if count:
+            row["disc_loss"] = float(self.accelerator.reduce(d, "mean")) / count
+            if self.step > self.cfg.autoencoder.disc_start:
+                row["adv_loss"] = float(self.accelerator.reduce(adv, "mean")) / count
+        self._gan_sums = [torch.zeros((), device=self.device),
+                          torch.zeros((), device=self.device), 0]
+        return row
 
     def export_state(self) -> dict[str, torch.Tensor]:
         """The EMA autoencoder's weights (the discriminator stays in the checkpoints)."""

@@ -44,7 +44,7 @@ from facediff.viz.grid import make_grid
 log = logging.getLogger(__name__)
 
 CSV_FIELDS = ["step", "images", "loss", "lr", "grad_norm", "img_per_s", "val_loss", "fid",
-              "kid", "precision", "recall", "eval_n", "time", "skipped"]
+              "kid", "precision", "recall", "eval_n", "time", "skipped", "disc_loss", "adv_loss"]
 # a logged training loss above SPIKE x the best so far: the weights are finite but ruined
 # (a learning rate far too high); checkpoints are held back until it comes down
 SPIKE = 5.0
@@ -63,6 +63,7 @@ class GlobalBatch:
     timesteps: torch.Tensor
     flip: torch.Tensor  # horizontal flips (used when data.hflip)
     labels: torch.Tensor | None  # conditions after dropout (UNSPECIFIED), on the device
+    crops: torch.Tensor | None = None  # (B, 2) top-left corners of training crops, if any
 
 
 @dataclass
@@ -503,7 +504,8 @@ class Trainer:
     def _write_row(self, row: dict[str, Any]) -> None:
         tags = {"val_loss": "val/loss", "fid": "eval/fid", "kid": "eval/kid",
                 "precision": "eval/precision", "recall": "eval/recall"}
-        for k in ("loss", "lr", "grad_norm", "img_per_s", "skipped", *tags):
+        for k in ("loss", "lr", "grad_norm", "img_per_s", "skipped", "disc_loss", "adv_loss",
+                  *tags):
             if row.get(k) is not None:
                 self.writer.add_scalar(tags.get(k, f"train/{k}"), row[k], row["step"])
         self._append_csv(row)
