@@ -137,11 +137,12 @@ def test_latent_resume_needs_no_autoencoder_flag_and_is_exact(faces_dir: Path, a
     first, _, _ = load_autoencoder(ae_run)
     cfg = tiny_config(faces_dir, *LATENT, "autoencoder.kind=tiny",
                       "autoencoder.block_out_channels=[8,8]", "autoencoder.blocks_per_level=1",
-                      "train.max_steps=6")
+                      "train.max_steps=6", "data.val_fraction=0.25", "train.val_every=3")
     train(cfg, tmp_path / "a", progress=False, autoencoder=first)
     cfg_b = tiny_config(faces_dir, *LATENT, "autoencoder.kind=tiny",
                         "autoencoder.block_out_channels=[8,8]",
-                        "autoencoder.blocks_per_level=1", "train.max_steps=6")
+                        "autoencoder.blocks_per_level=1", "train.max_steps=6",
+                        "data.val_fraction=0.25", "train.val_every=3")
     train(cfg_b, tmp_path / "b", progress=False, autoencoder=first, until_step=3)
     saved = facediff.config.Config.load(tmp_path / "b" / "config.yaml")
     resumed = train(saved, tmp_path / "b", progress=False)  # the run's own autoencoder copy

@@ -14,6 +14,7 @@ from pathlib import Path
 from facediff.commands import arguments as shared
 from facediff.commands import train as train_command
 from facediff.commands.arguments import Commands
+from facediff.config import Config
 from facediff.errors import ConfigError, FacediffError
 
 NAME = "autoencoder"
@@ -34,6 +35,9 @@ def add_parser(commands: Commands) -> None:
                     help="images scored (default 2000; fewer if the data has fewer)")
     ev.add_argument("--split", default=None,
                     help="how to describe the images in the card (default: the data path)")
+    ev.add_argument("--size", type=shared.positive("--size"),
+                    help="score at this image size (default: the one it trained at; the "
+                         "network is convolutional, so any multiple of its factor works)")
     ev.add_argument("--no-fid", action="store_true", help="PSNR and SSIM only")
     ev.add_argument("--batch-size", type=shared.positive("--batch-size"), default=64)
     ev.add_argument("--out", help="JSON report (default: print only)")
@@ -60,6 +64,28 @@ def _train(args: argparse.Namespace) -> int:
     return train_command.report(result, args, run_dir)
 
 
+def _write_card(folder: Path, cfg: Config, digest: str, key: str, section: str) -> None:
+    """The export's README.md: what the autoencoder is, and one scores section per size and
+    split it was scored on (kept in card.json; a new score of the same key replaces it)."""
+    from facediff.atomic import write_text
+
+    store = folder / "card.json"
+    sections: dict[str, str] = {}
+    if store.is_file():
+        try:
+            sections = json.loads(store.read_text())
+        except (OSError, ValueError):
+            sections = {}
+    sections[key] = section
+    ae = cfg.autoencoder
+    head = (f"# Autoencoder ({ae.kind}, factor {2 ** (len(ae.block_out_channels) - 1)}, "
+            f"{ae.latent_channels} latent channels, trained at {cfg.data.image_size} px)\n\n"
+            f"The first stage of a facediff latent diffusion model (`facediff train "
+            f"--autoencoder DIR`). Weights digest: `{digest[:16]}`.\n\n")
+    write_text(store, json.dumps(sections, indent=2))
+    write_text(folder / "README.md", head + "\n\n".join(sections[k] for k in sorted(sections)))
+
+
 def _eval(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -72,9 +98,13 @@ def _eval(args: argparse.Namespace) -> int:
     from facediff.train.checkpoint import EXPORT_DIR, is_exported_model
 
     first, cfg, digest = load_autoencoder(args.model)
+    size = args.size or cfg.data.image_size
+    if size % first.factor:
+        raise FacediffError(f"--size {size} must be a multiple of the autoencoder's factor "
+                            f"{first.factor}")
     data = load_data(dataclasses.replace(cfg.data, path=str(Path(args.data).expanduser()),
                                          source="auto", labels=None, conditions=None,
-                                         split=None, val_fraction=0.0),
+                                         split=None, val_fraction=0.0, image_size=size),
                      progress=not args.no_progress)
     n = min(args.n, len(data))
     if n < 2:
@@ -95,19 +125,13 @@ def _eval(args: argparse.Namespace) -> int:
     if not is_exported_model(card_dir) and is_exported_model(card_dir / EXPORT_DIR):
         card_dir = card_dir / EXPORT_DIR
     if is_exported_model(card_dir):  # a checkpoint-only run has no export to describe
-        from facediff.atomic import write_text
-
-        card = (f"# Autoencoder ({cfg.autoencoder.kind}, factor "
-                f"{2 ** (len(cfg.autoencoder.block_out_channels) - 1)}, "
-                f"{cfg.autoencoder.latent_channels} latent channels, "
-                f"{cfg.data.image_size} px)\n\nWeights digest: `{digest[:16]}`\n\n"
-                + card_section(scores, split=split, source=str(args.model)))
-        write_text(card_dir / "README.md", card)
+        _write_card(card_dir, cfg, digest, f"{size} px, {split}",
+                    card_section(scores, split=f"{split}, at {size} px", source=args.model))
         print(f"model card: {card_dir / 'README.md'}")
     if args.out:
         out = shared.writable_file(args.out)
         from facediff.atomic import write_text
 
         write_text(out, json.dumps({**scores.as_dict(), "split": split, "model": args.model,
-                                    "digest": digest}, indent=2))
+                                    "size": size, "digest": digest}, indent=2))
     return 0

@@ -181,7 +181,7 @@ class Trainer:
 
     def __init__(
         self, cfg: Config, run_dir: str | Path, data: ImageSet | None = None,
-        progress: bool = True, autoencoder: FirstStage | None = None,
+        progress: bool = True, *, autoencoder: FirstStage | None = None,
     ) -> None:
         if cfg.task != self.task:
             raise ConfigError(f"this config trains {_TASK_WHAT[cfg.task]} (task: {cfg.task}): "
