@@ -146,8 +146,8 @@ class AutoencoderConfig:
     block_out_channels: list[int] = field(default_factory=lambda: [48, 48, 48])
     blocks_per_level: int = 2
     latent_channels: int = 4
-    # latent model: the U-Net sees (z - shift) * scale per channel, measured on the training
-    # data when training starts (mean and 1/std of the latents)
+    # latent model: the U-Net sees (z - shift) * scale per channel, measured on the dataset's
+    # latents when training starts (mean and 1/std; held-out images included)
     shift: list[float] = field(default_factory=list)
     scale: list[float] = field(default_factory=list)
     # latent model: the sha256 of the autoencoder's weights (the latent cache's key)

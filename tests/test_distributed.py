@@ -92,10 +92,13 @@ def test_a_write_failure_on_rank_0_stops_every_rank_with_one_line(faces_dir: Pat
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
-def test_two_processes_train_the_autoencoder_as_one_does(faces_dir: Path, tmp_path: Path):
+@pytest.mark.parametrize("kind", ["tiny", "kl"])
+def test_two_processes_train_the_autoencoder_as_one_does(faces_dir: Path, tmp_path: Path,
+                                                         kind: str):
     """The autoencoder task on the same trainer: DDP over both networks (the discriminator's
-    term switched on at step 2) gives one process's weights."""
-    ae = ["task=autoencoder", "autoencoder.kind=tiny", "autoencoder.block_out_channels=[8,8]",
+    term switched on at step 2; AutoencoderKL's posterior noise drawn for the global batch)
+    gives one process's weights."""
+    ae = ["task=autoencoder", f"autoencoder.kind={kind}", "autoencoder.block_out_channels=[8,8]",
           "autoencoder.blocks_per_level=1", "autoencoder.disc_start=2",
           "autoencoder.disc_width=8", "autoencoder.disc_layers=2", "train.batch_size=8",
           "train.mixed_precision=no", "train.checkpoint_every=2"]

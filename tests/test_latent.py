@@ -82,6 +82,11 @@ def test_autoencoder_training_resumes_bit_exactly(faces_dir: Path, tmp_path: Pat
     assert export and not any(k.startswith(("disc.", "ae.")) for k in export)
     first, saved, digest = load_autoencoder(tmp_path / "a")
     assert saved.task == "autoencoder" and first.kind == "kl" and len(digest) == 64
+    # a run with checkpoints only (killed before its export): the newest checkpoint's EMA
+    import shutil
+
+    shutil.rmtree(tmp_path / "a" / "model")
+    assert load_autoencoder(tmp_path / "a")[2] == digest
     assert (tmp_path / "a" / "samples" / "step-0000006.png").is_file()
 
 
@@ -92,6 +97,25 @@ def test_autoencoder_loss_falls(faces_dir: Path, tmp_path: Path):
     rows = (tmp_path / "logs" / "metrics.csv").read_text().splitlines()[1:]
     first, last = float(rows[0].split(",")[2]), float(rows[-1].split(",")[2])
     assert result.reason == "finished" and last < 0.6 * first, (first, last)
+
+
+def test_training_crops_are_cut_from_the_flipped_images(faces_dir: Path, tmp_path: Path):
+    from facediff.train.autoencoder import AutoencoderTrainer
+
+    cfg = tiny_config(faces_dir, *AE, "autoencoder.train_crop=8")
+    trainer = AutoencoderTrainer(cfg, tmp_path, progress=False)
+    batch = trainer.draw_batch(0)
+    crops = trainer.images(batch, slice(0, 8))
+    whole = super(AutoencoderTrainer, trainer).images(batch, slice(0, 8))
+    assert crops.shape == (8, 3, 8, 8) and batch.crops is not None
+    for i, (top, left) in enumerate(batch.crops[:8].tolist()):
+        assert torch.equal(crops[i], whole[i, :, top:top + 8, left:left + 8])
+    assert len({tuple(c) for c in batch.crops.tolist()}) > 1  # each image its own crop
+    from facediff.errors import ConfigError
+
+    for bad in ("autoencoder.train_crop=20", "autoencoder.train_crop=7"):
+        with pytest.raises(ConfigError, match="train_crop"):
+            tiny_config(faces_dir, *AE, bad)
 
 
 def test_the_latent_cache_key_follows_the_weights_and_the_pixels(ae_run: Path):
@@ -124,12 +148,39 @@ def test_latent_training_measures_the_scale_and_keeps_its_autoencoder(latent_run
     assert lat.shape[1:] == (2, 4, 8, 8)
     assert torch.allclose(lat.mean(dim=(0, 1, 3, 4)), torch.zeros(4), atol=1e-3)
     assert torch.allclose(lat.std(dim=(0, 1, 3, 4)), torch.ones(4), atol=1e-2)
-    # index 1 is the mirror image's latent
-    x = torch.from_numpy(np.array(trainer.data.images[:2]))
+    # encode -> normalise -> denormalise -> decode is the autoencoder's own round trip
     from facediff.data.transforms import uint8_to_model
 
-    flipped = trainer.net.to_latent(uint8_to_model(x).flip(3))
+    x = uint8_to_model(torch.from_numpy(np.array(trainer.data.images[:4])))
+    fs = trainer.net.first_stage
+    assert torch.allclose(trainer.net.decode(trainer.net.to_latent(x)),
+                          fs.decode(fs.encode(x)[0]).clamp(-1, 1), atol=1e-4)
+    # index 1 is the mirror image's latent
+    flipped = trainer.net.to_latent(x[:2].flip(3))
     assert torch.allclose(flipped, lat[:2, 1], atol=1e-4)
+
+
+def test_latents_are_neither_clipped_nor_clamped_before_decoding(latent_run: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch):
+    """Unit-variance latents: a third of their values lie outside [-1, 1]; clipping x0 or
+    clamping the result to the image range would cut them."""
+    import facediff.diffusion.sampling as sampling
+
+    seen = []
+    real_loop = sampling.sample_loop
+
+    def spy(denoiser, scheduler, x, generators, **kw):
+        seen.append((scheduler.config.get("clip_sample", False), kw.get("clamp", True)))
+        return real_loop(denoiser, scheduler, x, generators, **kw)
+
+    monkeypatch.setattr(sampling, "sample_loop", spy)
+    model = facediff.load(latent_run, device="cpu")
+    for sampler in ("ddim", "ddpm", "dpmpp"):
+        model.sample_tensor(1, steps=2, sampler=sampler)
+    assert seen == [(False, False)] * 3
+    pixel = facediff.load(None, device="cpu")  # the bundled pixel model still clamps
+    pixel.sample_tensor(1, steps=2, sampler="ddim")
+    assert seen[-1] == (True, True)
 
 
 def test_latent_resume_needs_no_autoencoder_flag_and_is_exact(faces_dir: Path, ae_run: Path,
@@ -188,6 +239,32 @@ def test_latent_sample_eval_edit_and_export(latent_run: Path, tmp_path: Path,
     assert main(["viz", "reverse", str(latent_run), "--steps", "3", "--out", str(fig),
                  "--animation", "none", "-q"]) == 0
     assert fig.is_file()
+
+
+def test_latent_evaluation_during_training_scores_decoded_faces(faces_dir: Path, ae_run: Path,
+                                                                 tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(features_mod, "InceptionFeatures", TinyFeatures)
+    seen: list[tuple[int, ...]] = []
+    real_call = TinyFeatures.__call__
+
+    def spy(self: TinyFeatures, images: torch.Tensor) -> torch.Tensor:
+        seen.append(tuple(images.shape[1:]))
+        return real_call(self, images)
+
+    monkeypatch.setattr(TinyFeatures, "__call__", spy)
+    first, _, _ = load_autoencoder(ae_run)
+    cfg = tiny_config(faces_dir, *LATENT, "autoencoder.kind=tiny",
+                      "autoencoder.block_out_channels=[8,8]", "autoencoder.blocks_per_level=1",
+                      "train.max_steps=4", "train.eval_every=2", "train.eval_n=4",
+                      "train.eval_ref_n=8", "sample.steps=2")
+    train(cfg, tmp_path, progress=False, autoencoder=first)
+    rows = (tmp_path / "logs" / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    fids = [r.split(",")[header.index("fid")] for r in rows[1:]]
+    assert sum(1 for f in fids if f) == 2
+    assert seen and set(seen) == {(16, 16, 3)}  # decoded images, never 8x8x4 latents
+    assert (tmp_path / "best-fid" / "weights.safetensors").is_file()
 
 
 def _one_line_error(capsys: pytest.CaptureFixture, code: int, fragment: str) -> None:

@@ -124,7 +124,9 @@ def _eval(args: argparse.Namespace) -> int:
     card_dir = Path(args.model)
     if not is_exported_model(card_dir) and is_exported_model(card_dir / EXPORT_DIR):
         card_dir = card_dir / EXPORT_DIR
-    if is_exported_model(card_dir):  # a checkpoint-only run has no export to describe
+    # the card describes the export: only when the weights scored are the export's (a run
+    # whose newest checkpoint is newer than its export has none to describe yet)
+    if is_exported_model(card_dir) and load_autoencoder(card_dir)[2] == digest:
         _write_card(card_dir, cfg, digest, f"{size} px, {split}",
                     card_section(scores, split=f"{split}, at {size} px", source=args.model))
         print(f"model card: {card_dir / 'README.md'}")

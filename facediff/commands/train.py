@@ -85,8 +85,10 @@ def report(result: TrainResult, args: argparse.Namespace, run_dir: Path) -> int:
 
 def with_autoencoder(cfg: Config, path: str) -> FirstStage:
     """Load the autoencoder at ``path`` for a latent run of ``cfg`` and make the config
-    describe it. A config that names an autoencoder shape (a latent preset) must get that
-    shape; a pixel config takes the autoencoder's. Mismatches are one line (exit 2)."""
+    describe it (kind, widths, blocks and latent channels come from the autoencoder). A
+    config that names an autoencoder (a latent preset) must get latents of the shape its
+    U-Net expects (channels and factor); a pixel config takes the autoencoder's. Mismatches
+    are one line (exit 2)."""
     from facediff.config import latent_factor, sample_shape
     from facediff.configure import resolve_config
     from facediff.errors import ConfigError

@@ -78,10 +78,17 @@ def encode_images(first_stage: FirstStage, images: np.ndarray, cfg: DataConfig, 
     return lat
 
 
-def latent_stats(latents: np.ndarray) -> tuple[list[float], list[float]]:
+def latent_stats(latents: np.ndarray, chunk: int = 4096) -> tuple[list[float], list[float]]:
     """Per-channel shift (mean) and scale (1 / std) of (N, 2, C, h, w) latents, so that the
-    U-Net sees unit-variance latents (the "scale factor" of Rombach et al., per channel)."""
-    lat = np.asarray(latents, dtype=np.float64)
-    mean = lat.mean(axis=(0, 1, 3, 4))
-    std = lat.std(axis=(0, 1, 3, 4))
+    U-Net sees unit-variance latents (the "scale factor" of Rombach et al., per channel).
+    Summed in float64 over chunks of images (no copy of the whole array)."""
+    c = latents.shape[2]
+    total, sq, count = np.zeros(c), np.zeros(c), 0
+    for start in range(0, len(latents), chunk):
+        part = np.asarray(latents[start:start + chunk], dtype=np.float64)
+        total += part.sum(axis=(0, 1, 3, 4))
+        sq += (part ** 2).sum(axis=(0, 1, 3, 4))
+        count += part.size // c
+    mean = total / count
+    std = np.sqrt(np.maximum(sq / count - mean ** 2, 0.0))
     return [float(m) for m in mean], [float(1 / max(s, 1e-6)) for s in std]

@@ -49,16 +49,19 @@ class FirstStage(nn.Module):
         return "kl" if isinstance(self.net, AutoencoderKL) else "tiny"
 
     def encode(self, x: torch.Tensor, *, sample: bool = False,
-               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               generator: torch.Generator | None = None,
+               noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Images (B, C, H, W) in [-1, 1] -> latents (B, latent_channels, H/f, W/f) and the KL
         term per input value (zero for the deterministic AutoencoderTiny). ``sample``: draw
-        from the KL posterior (training) instead of taking its mean."""
+        from the KL posterior (training) instead of taking its mean, with ``noise`` (unit
+        Gaussian, the latents' shape) or noise drawn from ``generator``."""
         if isinstance(self.net, AutoencoderKL):
             dist = self.net.encode(x).latent_dist
             z = dist.mean
             if sample:
-                eps = torch.randn(dist.mean.shape, generator=generator, dtype=dist.mean.dtype)
-                z = dist.mean + dist.std * eps.to(dist.mean.device)
+                eps = noise if noise is not None else \
+                    torch.randn(dist.mean.shape, generator=generator, dtype=dist.mean.dtype)
+                z = dist.mean + dist.std * eps.to(dist.mean.device, dist.mean.dtype)
             return z, dist.kl().mean() / x[0].numel()
         return self.net.encode(x).latents, x.new_zeros(())
 
@@ -127,10 +130,10 @@ def load_autoencoder(path: str | Path) -> tuple[FirstStage, Config, str]:
         raise FacediffError(f"{source} is a diffusion model, not an autoencoder (train one "
                             "with: facediff autoencoder train)")
     first = build_first_stage(cfg)
-    state = {k: v.float() for k, v in weights.items()}
-    if all(k.startswith("ae.") for k in state):  # a checkpoint of the training module
-        state = {k[3:]: v for k, v in state.items()}
-    state = {k: v for k, v in state.items() if not k.startswith("disc.")}
+    # a checkpoint holds the training module (ae.* and disc.*); an export the autoencoder
+    state = {k: v.float() for k, v in weights.items() if not k.startswith("disc.")}
+    if state and all(k.startswith("ae.") for k in state):
+        state = {k[len("ae."):]: v for k, v in state.items()}
     try:
         first.load_state_dict(state)
     except RuntimeError as e:
@@ -207,8 +210,10 @@ class AutoencoderTraining(nn.Module):
         self.ssim_weight, self.kl_weight, self.adv_weight = ssim_weight, kl_weight, adv_weight
 
     def forward(self, x: torch.Tensor, adversarial: bool = False,
-                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        z, kl = self.ae.encode(x, sample=self.ae.kind == "kl", generator=generator)
+                noise: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The losses of a batch; ``noise``: the KL posterior's draw (its latents' shape)."""
+        z, kl = self.ae.encode(x, sample=self.ae.kind == "kl" and noise is not None,
+                               noise=noise)
         y = self.ae.decode(z)
         rec = reconstruction_loss(x, y, ssim_weight=self.ssim_weight)
         d_loss = discriminator_hinge_loss(self.disc(x).float(), self.disc(y.detach()).float())

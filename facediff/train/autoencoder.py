@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from facediff.config import Config
+from facediff.config import Config, latent_factor
 from facediff.data import ImageSet
 from facediff.data.transforms import model_to_uint8, uint8_to_model
 from facediff.errors import ConfigError
@@ -32,6 +32,7 @@ class AutoencoderTrainer(Trainer):
     """``AutoencoderTrainer(cfg, run_dir).fit()`` for a config with ``task: autoencoder``."""
 
     task = "autoencoder"
+    preview_tag = "reconstructions"
 
     def __init__(self, cfg: Config, run_dir: str | Path, data: ImageSet | None = None,
                  progress: bool = True) -> None:
@@ -39,8 +40,7 @@ class AutoencoderTrainer(Trainer):
             raise ConfigError("train.eval_every scores diffusion samples; an autoencoder is "
                               "scored with: facediff autoencoder eval")
         super().__init__(cfg, run_dir, data=data, progress=progress)
-        self._gan_sums: list[Any] = [torch.zeros((), device=self.device),
-                                     torch.zeros((), device=self.device), 0]
+        self._reset_gan_sums()
 
     def _build_network(self) -> None:
         tc = self.cfg.train
@@ -53,17 +53,23 @@ class AutoencoderTrainer(Trainer):
             self.net.to(memory_format=torch.channels_last)
 
     def draw_batch(self, step: int) -> GlobalBatch:
-        """The batch's images and flips (seeded by step, as for diffusion)."""
-        tc = self.cfg.train
+        """The global batch's images, flips, crops and (AutoencoderKL) posterior noise, seeded
+        by step as for diffusion: the same whatever the number of processes or resumes."""
+        tc, ae = self.cfg.train, self.cfg.autoencoder
         g = torch.Generator().manual_seed(step_seed(tc.seed, step))
         idx = torch.from_numpy(self.stream.batch(step))
         flip = torch.rand(tc.batch_size, generator=g) < 0.5
-        empty = torch.zeros(0)
         crops = None
-        if self.cfg.autoencoder.train_crop:
-            room = self.cfg.data.image_size - self.cfg.autoencoder.train_crop
-            crops = torch.randint(0, room + 1, (tc.batch_size, 2), generator=g)
-        return GlobalBatch(idx, empty, empty, flip, None, crops)
+        side = self.cfg.data.image_size
+        if ae.train_crop:
+            crops = torch.randint(0, side - ae.train_crop + 1, (tc.batch_size, 2), generator=g)
+            side = ae.train_crop
+        noise = torch.zeros(0)
+        if ae.kind == "kl":
+            f = latent_factor(self.cfg)
+            noise = torch.randn((tc.batch_size, ae.latent_channels, side // f, side // f),
+                                generator=g)
+        return GlobalBatch(idx, noise, torch.zeros(0), flip, None, crops)
 
     def images(self, batch: GlobalBatch, sel: slice) -> torch.Tensor:
         """The batch's images (flipped where drawn), cropped where ``train_crop`` says."""
@@ -76,18 +82,19 @@ class AutoencoderTrainer(Trainer):
 
     def micro_loss(self, batch: GlobalBatch, sel: slice, micro_index: int,
                    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(the whole loss, the reconstruction loss to log); the KL posterior's noise is
-        seeded by (step, micro-batch, rank), so a resumed run draws the same."""
+        """(the whole loss, the reconstruction loss to log)."""
         x = self.images(batch, sel)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        seed = step_seed(self.cfg.train.seed, self.step) + 7_901 * micro_index + 131 * self.rank
+        noise = batch.noise[sel].to(self.device) if batch.noise.numel() else None
         out = self.train_net(x, adversarial=self.step >= self.cfg.autoencoder.disc_start,
-                             generator=torch.Generator().manual_seed(seed))
-        self._gan_sums[0] += out["disc"]
+                             noise=noise)
+        sums = self._gan_sums
+        sums[0] += out["disc"]
+        sums[2] += 1
         if "adv" in out:
-            self._gan_sums[1] += out["adv"]
-        self._gan_sums[2] += 1
+            sums[1] += out["adv"]
+            sums[3] += 1
         return out["loss"], out["rec"]
 
     def _train_row(self, window: Any, grad_norm: torch.Tensor | None,
@@ -95,14 +102,17 @@ class AutoencoderTrainer(Trainer):
         """The logged row, with the discriminator's hinge loss and the autoencoder's
         adversarial term (means since the last row; the adversarial one once switched on)."""
         row = super()._train_row(window, grad_norm, bar)
-        d, adv, count = self._gan_sums
-        if count:
-            row["disc_loss"] = float(self.accelerator.reduce(d, "mean")) / count
-            if self.step > self.cfg.autoencoder.disc_start:
-                row["adv_loss"] = float(self.accelerator.reduce(adv, "mean")) / count
-        self._gan_sums = [torch.zeros((), device=self.device),
-                          torch.zeros((), device=self.device), 0]
+        d, adv, n_d, n_adv = self._gan_sums
+        if n_d:
+            row["disc_loss"] = float(self.accelerator.reduce(d, "mean")) / n_d
+        if n_adv:
+            row["adv_loss"] = float(self.accelerator.reduce(adv, "mean")) / n_adv
+        self._reset_gan_sums()
         return row
+
+    def _reset_gan_sums(self) -> None:
+        zero = torch.zeros((), device=self.device)
+        self._gan_sums: list[Any] = [zero, zero.clone(), 0, 0]
 
     def export_state(self) -> dict[str, torch.Tensor]:
         """The EMA autoencoder's weights (the discriminator stays in the checkpoints)."""

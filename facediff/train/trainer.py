@@ -123,8 +123,9 @@ def check_resumable(saved: Config, new: Config) -> None:
 def _first_stage_identity(cfg: Config) -> tuple[object, ...]:
     """What makes the autoencoder (trained, or frozen under a latent model) the same one."""
     ae = cfg.autoencoder
+    latent = cfg.task == "diffusion"  # the frozen one's weights and normalisation
     return (ae.kind, ae.block_out_channels, ae.blocks_per_level, ae.latent_channels,
-            ae.digest if cfg.task == "diffusion" else None)
+            (ae.digest, ae.shift, ae.scale) if latent else None)
 
 
 def rank_slice(micro_index: int, micro: int, rank: int, world: int) -> slice:
@@ -178,6 +179,7 @@ class Trainer:
     """
 
     task = "diffusion"
+    preview_tag = "samples"  # the progress grid's TensorBoard tag
 
     def __init__(
         self, cfg: Config, run_dir: str | Path, data: ImageSet | None = None,
@@ -299,13 +301,15 @@ class Trainer:
 
     def _latents(self, data: ImageSet) -> torch.Tensor:
         """(N, 2, C, h, w) float latents of the images and their mirror images (the latent
-        cache), normalised with the per-channel shift and scale measured on them (and
-        stored in the config)."""
+        cache), normalised with the per-channel shift and scale measured on them (all the
+        dataset's images, held-out ones included; stored in the config)."""
         assert self.first_stage is not None
         ae = self.cfg.autoencoder
-        lat = encode_images(self.first_stage, data.images, self.cfg.data, ae.digest or "",
-                            device=self.device,
-                            progress=self.progress and self.accelerator.is_main_process)
+        # rank 0 encodes and writes the cache first; the other ranks then read the same file
+        with self.accelerator.main_process_first():
+            lat = encode_images(self.first_stage, data.images, self.cfg.data, ae.digest or "",
+                                device=self.device,
+                                progress=self.progress and self.accelerator.is_main_process)
         shift, scale = latent_stats(lat)
         if ae.shift and ae.scale and (not np.allclose(ae.shift, shift, rtol=1e-4, atol=1e-5)
                                       or not np.allclose(ae.scale, scale, rtol=1e-4)):
@@ -315,7 +319,7 @@ class Trainer:
             ae.shift, ae.scale = shift, scale
         s = torch.tensor(ae.shift).reshape(1, 1, -1, 1, 1)
         k = torch.tensor(ae.scale).reshape(1, 1, -1, 1, 1)
-        return (torch.from_numpy(np.array(lat, dtype=np.float32)) - s) * k
+        return torch.from_numpy(np.array(lat, dtype=np.float32)).sub_(s).mul_(k)
 
     def _build_network(self) -> None:
         """The network (seeded), the objective it learns, its memory layout."""
@@ -555,7 +559,7 @@ class Trainer:
         out = self.run_dir / "samples"
         out.mkdir(parents=True, exist_ok=True)
         grid.save(out / f"step-{self.step:07d}.png")
-        self.writer.add_image("samples", np.asarray(grid), self.step, dataformats="HWC"
+        self.writer.add_image(self.preview_tag, np.asarray(grid), self.step, dataformats="HWC"
                               if grid.mode == "RGB" else "HW")
 
     @torch.no_grad()
