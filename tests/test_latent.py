@@ -131,6 +131,12 @@ def test_the_latent_cache_key_follows_the_weights_and_the_pixels(ae_run: Path):
     images2[0, 0, 0, 0] = 1
     assert latent_key(digest, images2) != latent_key(digest, images)
     assert latent_cache_path(cfg.data, digest, images).name.startswith("latents-")
+    assert latent_key(digest, images, flips=False) != latent_key(digest, images)
+    from facediff.data.latents import encode_all
+
+    both, one = encode_all(first, images), encode_all(first, images, flips=False)
+    assert both.shape == (4, 2, 4, 8, 8) and one.shape == (4, 1, 4, 8, 8)
+    assert np.allclose(both[:, 0], one[:, 0], atol=1e-5)
 
 
 def test_latent_training_measures_the_scale_and_keeps_its_autoencoder(latent_run: Path,

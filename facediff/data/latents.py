@@ -1,7 +1,8 @@
 """The latent cache: a dataset's images encoded once by a latent model's autoencoder.
 
 Each image and its mirror image are encoded (the encoder's mean), so training flips stay
-exact: (N, 2, C, h, w) float32, index 1 the flipped image. The file's key covers the
+exact: (N, 2, C, h, w) float32, index 1 the flipped image; with ``data.hflip: false`` only
+the image (N, 1, C, h, w), at half the cost. The file's key covers the
 autoencoder's weights (their digest), the decoded pixels (which follow from the data and the
 transform: size, crop, channels) and the flips; any change encodes anew. It is written
 atomically next to the image cache (``data.cache_dir``), and ``data.cache: false`` skips it.
@@ -29,47 +30,50 @@ LATENT_VERSION = 1
 BATCH = 64
 
 
-def latent_key(digest: str, images: np.ndarray) -> str:
+def latent_key(digest: str, images: np.ndarray, flips: bool = True) -> str:
     desc = {"v": LATENT_VERSION, "autoencoder": digest, "pixels": content_digest(images),
-            "flips": "both"}
+            "flips": "both" if flips else "none"}
     return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:32]
 
 
 def latent_cache_path(cfg: DataConfig, digest: str, images: np.ndarray) -> Path:
-    return cache_root(cfg) / f"latents-{latent_key(digest, images)}.npy"
+    return cache_root(cfg) / f"latents-{latent_key(digest, images, cfg.hflip)}.npy"
 
 
 @torch.inference_mode()
 def encode_all(first_stage: FirstStage, images: np.ndarray, *,
-               device: torch.device | str = "cpu", progress: bool = False) -> np.ndarray:
+               device: torch.device | str = "cpu", progress: bool = False,
+               flips: bool = True) -> np.ndarray:
     """(N, H, W, C) uint8 -> (N, 2, C, h, w) float32 latents of the images and their
-    mirror images."""
+    mirror images (``flips``; else (N, 1, C, h, w), the images only)."""
     first_stage = first_stage.to(device).eval()
     out = []
     for start in tqdm(range(0, len(images), BATCH), desc="encoding latents", unit="batch",
                       disable=not progress):
         x = uint8_to_model(torch.from_numpy(np.array(images[start:start + BATCH])))
         x = x.to(device)
-        z = first_stage.encode(torch.cat([x, x.flip(3)]))[0].float().cpu()
-        out.append(torch.stack(z.chunk(2), dim=1))
+        z = first_stage.encode(torch.cat([x, x.flip(3)]) if flips else x)[0].float().cpu()
+        out.append(torch.stack(z.chunk(2), dim=1) if flips else z[:, None])
     return torch.cat(out).numpy()
 
 
 def encode_images(first_stage: FirstStage, images: np.ndarray, cfg: DataConfig, digest: str,
                   *, device: torch.device | str = "cpu", progress: bool = False) -> np.ndarray:
     """The latents of ``images`` (see ``encode_all``), from the cache when it has them."""
+    sides = 2 if cfg.hflip else 1
     if not cfg.cache:
-        return encode_all(first_stage, images, device=device, progress=progress)
+        return encode_all(first_stage, images, device=device, progress=progress,
+                          flips=cfg.hflip)
     path = latent_cache_path(cfg, digest, images)
     if path.is_file():
         try:
             lat = np.load(path, mmap_mode="r")
-            if lat.ndim == 5 and lat.shape[:2] == (len(images), 2):
+            if lat.ndim == 5 and lat.shape[:2] == (len(images), sides):
                 log.info("latents from the cache %s", path)
                 return lat
         except (OSError, ValueError) as e:
             log.warning("the latent cache %s cannot be read (%s): encoding again", path, e)
-    lat = encode_all(first_stage, images, device=device, progress=progress)
+    lat = encode_all(first_stage, images, device=device, progress=progress, flips=cfg.hflip)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_with(path, lambda f: np.save(f, lat))

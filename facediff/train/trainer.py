@@ -301,8 +301,9 @@ class Trainer:
 
     def _latents(self, data: ImageSet) -> torch.Tensor:
         """(N, 2, C, h, w) float latents of the images and their mirror images (the latent
-        cache), normalised with the per-channel shift and scale measured on them (all the
-        dataset's images, held-out ones included; stored in the config)."""
+        cache; (N, 1, ...) without ``data.hflip``), normalised with the per-channel shift and
+        scale measured on them (all the dataset's images, held-out ones included; stored in
+        the config)."""
         assert self.first_stage is not None
         ae = self.cfg.autoencoder
         # rank 0 encodes and writes the cache first; the other ranks then read the same file
