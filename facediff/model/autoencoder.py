@@ -43,6 +43,7 @@ class FirstStage(nn.Module):
         self.net = net
         self.factor = factor
         self.latent_channels = int(net.config.latent_channels)
+        self.trained_config: Config | None = None  # its run's config (load_autoencoder)
 
     @property
     def kind(self) -> Kind:
@@ -141,6 +142,7 @@ def load_autoencoder(path: str | Path) -> tuple[FirstStage, Config, str]:
         raise CorruptError(f"the weights of {source} do not fit the autoencoder its "
                            f"config.yaml describes ({detail})") from None
     first.eval().requires_grad_(False)
+    first.trained_config = cfg
     return first, cfg, weights_digest(first.state_dict())
 
 

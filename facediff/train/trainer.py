@@ -850,7 +850,8 @@ class Trainer:
     def _keep_autoencoder(self) -> None:
         """A copy of a latent run's autoencoder in RUN/autoencoder/ (an autoencoder export)."""
         assert self.first_stage is not None
-        ae_cfg = Config.from_dict(self.cfg.to_dict())
+        trained = self.first_stage.trained_config  # the autoencoder run's own, if known
+        ae_cfg = Config.from_dict((trained or self.cfg).to_dict())
         ae_cfg.task, ae_cfg.conditions = "autoencoder", []
         ae_cfg.autoencoder.shift, ae_cfg.autoencoder.scale = [], []
         ae_cfg.autoencoder.digest = None
