@@ -23,14 +23,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
-def test_two_processes_match_one(faces_dir: Path, tmp_path: Path):
-    args = ["train", *tiny_args(faces_dir), "--max-steps", "6", "--set", "train.batch_size=8",
-            "--set", "train.checkpoint_every=3", "--set", "data.val_fraction=0.25",
-            "--set", "train.val_every=3", "--set", "train.sample_every=3",
-            # fp32: bf16 autocast (the CPU default where the CPU has it) rounds each rank's
-            # half-batch differently, which this comparison would mistake for a DDP error
-            "--set", "train.mixed_precision=no"]
+def _one_and_two(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    """Run ``facediff ARGS`` in one process (into tmp/one) and in two over torchrun (into
+    tmp/two); both must succeed. Returns the two-process run."""
     one = subprocess.run([sys.executable, "-m", "facediff", *args, "--out",
                           str(tmp_path / "one")], capture_output=True, text=True, env=ENV,
                          timeout=180)
@@ -41,6 +36,18 @@ def test_two_processes_match_one(faces_dir: Path, tmp_path: Path):
          "--out", str(tmp_path / "two")],
         capture_output=True, text=True, env=ENV, timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]
+    return two
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
+def test_two_processes_match_one(faces_dir: Path, tmp_path: Path):
+    args = ["train", *tiny_args(faces_dir), "--max-steps", "6", "--set", "train.batch_size=8",
+            "--set", "train.checkpoint_every=3", "--set", "data.val_fraction=0.25",
+            "--set", "train.val_every=3", "--set", "train.sample_every=3",
+            # fp32: bf16 autocast (the CPU default where the CPU has it) rounds each rank's
+            # half-batch differently, which this comparison would mistake for a DDP error
+            "--set", "train.mixed_precision=no"]
+    two = _one_and_two(args, tmp_path)
     assert "2 process(es)" in two.stderr
     assert (tmp_path / "two" / "samples" / "step-0000003.png").is_file()
     assert two.stdout.count("finished at step 6") == 1  # only rank 0 reports and writes
@@ -103,16 +110,7 @@ def test_two_processes_train_the_autoencoder_as_one_does(faces_dir: Path, tmp_pa
           "autoencoder.disc_width=8", "autoencoder.disc_layers=2", "train.batch_size=8",
           "train.mixed_precision=no", "train.checkpoint_every=2"]
     args = ["autoencoder", "train", *tiny_args(faces_dir, *ae), "--max-steps", "4"]
-    one = subprocess.run([sys.executable, "-m", "facediff", *args, "--out",
-                          str(tmp_path / "one")], capture_output=True, text=True, env=ENV,
-                         timeout=180)
-    assert one.returncode == 0, one.stderr
-    two = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--master_port", str(_free_port()), "-m", "facediff", *args,
-         "--out", str(tmp_path / "two")],
-        capture_output=True, text=True, env=ENV, timeout=300)
-    assert two.returncode == 0, two.stderr[-3000:]
+    two = _one_and_two(args, tmp_path)
     assert "2 process(es)" in two.stderr
     for rel in ("model/weights.safetensors", "checkpoints/step-0000004/model.safetensors"):
         a, b = load_file(str(tmp_path / "one" / rel)), load_file(str(tmp_path / "two" / rel))

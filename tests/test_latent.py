@@ -18,11 +18,11 @@ from facediff.cli import main
 from facediff.data.latents import latent_cache_path, latent_key
 from facediff.diffusion.editing import edit_photo, load_photo
 from facediff.model.autoencoder import load_autoencoder, weights_digest
-from facediff.train import checkpoint as ck
 from facediff.train.autoencoder import train_autoencoder
 from facediff.train.trainer import Trainer, train
 from tests.conftest import tiny_args, tiny_config
 from tests.test_eval import TinyFeatures
+from tests.test_train import _tensors
 
 # a 2-level AutoencoderTiny (factor 2: 16 px -> 8x8x4) and its discriminator, switched on at
 # step 2 so that short runs train it with the adversarial term
@@ -51,16 +51,6 @@ def latent_run(faces_dir: Path, ae_run: Path, tmp_path_factory: pytest.TempPathF
     assert main(["train", "--out", str(run), *tiny_args(faces_dir), *_set(LATENT),
                  "--autoencoder", str(ae_run), "--max-steps", "6", "-q"]) == 0
     return run
-
-
-def _tensors(run: Path) -> dict[str, torch.Tensor]:
-    c = ck.latest_checkpoint(run)
-    out = {f"model.{k}": v for k, v in load_file(str(c / "model.safetensors")).items()}
-    out.update({f"ema.{k}": v for k, v in load_file(str(c / "ema.safetensors")).items()})
-    state = torch.load(c / "state.pt", weights_only=True)
-    for pid, s in state["optimizer"]["state"].items():
-        out[f"opt.{pid}.exp_avg"] = s["exp_avg"]
-    return out
 
 
 def test_autoencoder_training_resumes_bit_exactly(faces_dir: Path, tmp_path: Path):
