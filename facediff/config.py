@@ -27,6 +27,8 @@ Prediction = Literal["eps", "v", "x0"]
 BetaSchedule = Literal["linear", "cosine", "scaled_linear", "sigmoid"]
 LossWeighting = Literal["none", "min_snr"]
 MixedPrecision = Literal["auto", "no", "bf16", "fp16"]
+# inference: what a loaded model's network computes in (facediff.device.resolve_precision)
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 LRSchedule = Literal["cosine", "constant", "linear"]
 
 

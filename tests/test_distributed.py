@@ -1,20 +1,26 @@
-"""Two CPU processes (DDP over gloo via torchrun) train exactly what one process trains."""
+"""Two CPU processes (gloo via torchrun) train, sample and evaluate what one process does."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 
 from tests.conftest import tiny_args
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+def _env() -> dict[str, str]:
+    """The subprocesses' environment, read when they start (the private cache included)."""
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def _free_port() -> int:
@@ -27,14 +33,14 @@ def _one_and_two(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess
     """Run ``facediff ARGS`` in one process (into tmp/one) and in two over torchrun (into
     tmp/two); both must succeed. Returns the two-process run."""
     one = subprocess.run([sys.executable, "-m", "facediff", *args, "--out",
-                          str(tmp_path / "one")], capture_output=True, text=True, env=ENV,
+                          str(tmp_path / "one")], capture_output=True, text=True, env=_env(),
                          timeout=180)
     assert one.returncode == 0, one.stderr
     two = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
          "--master_port", str(_free_port()), "-m", "facediff", *args,
          "--out", str(tmp_path / "two")],
-        capture_output=True, text=True, env=ENV, timeout=300)
+        capture_output=True, text=True, env=_env(), timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]
     return two
 
@@ -89,7 +95,7 @@ def test_a_write_failure_on_rank_0_stops_every_rank_with_one_line(faces_dir: Pat
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
          "--master_port", str(_free_port()), "-m", "facediff", "train", *tiny_args(faces_dir),
          "--max-steps", "6", "--set", "train.checkpoint_every=2", "--out", str(run)],
-        capture_output=True, text=True, env=ENV, timeout=180)
+        capture_output=True, text=True, env=_env(), timeout=180)
     assert r.returncode != 0, r.stderr[-3000:]
     # both ranks said it (rank 1 learnt it from rank 0; the two may share a line of the one
     # stderr pipe) and neither died in facediff's code (the launcher's own report of the
@@ -117,3 +123,54 @@ def test_two_processes_train_the_autoencoder_as_one_does(faces_dir: Path, tmp_pa
         assert a.keys() == b.keys()
         diff = max((a[k] - b[k]).abs().max().item() for k in a)
         assert diff < 1e-4, (rel, diff)
+
+
+def _pngs(folder: Path) -> dict[str, np.ndarray]:
+    return {p.name: np.asarray(Image.open(p)) for p in sorted(folder.glob("*.png"))}
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
+def test_two_processes_sample_the_images_one_process_samples(tmp_path: Path):
+    """Batches go to the processes whole (3 batches of 2 over 2 processes), so each image
+    is the same as one process's, in the default precision (bf16 here) too."""
+    # -n: torchrun and accelerate launch take --n for an abbreviation of their own options
+    two = _one_and_two(["sample", "-n", "5", "--batch-size", "2", "--steps", "2",
+                        "--no-progress"], tmp_path)
+    one, both = _pngs(tmp_path / "one"), _pngs(tmp_path / "two")
+    assert sorted(one) == sorted(both) == ["grid.png"] + \
+        [f"sample_{i:04d}.png" for i in range(1, 6)]
+    for name in one:
+        np.testing.assert_array_equal(one[name], both[name], err_msg=name)
+    assert two.stdout.count("wrote 5 images and grid.png") == 1  # the main process reports
+
+
+class _Features(torch.nn.Module):
+    """A feature network for ``eval --inception`` in a subprocess: a strided conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 16, 5, stride=8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.conv(x))
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
+def test_two_processes_evaluate_as_one_does(faces_dir: Path, tmp_path: Path):
+    torch.manual_seed(0)
+    net = tmp_path / "features.pt"
+    torch.jit.save(torch.jit.script(_Features()), str(net))
+    two = _one_and_two(["eval", "celebahq-32", "--ref", str(faces_dir), "-n", "5",
+                        "--batch-size", "2", "--steps", "2", "--inception", str(net),
+                        "--save-samples", "--no-progress"], tmp_path)
+    rows = [json.loads((tmp_path / d / "results.json").read_text())[0] for d in ("one", "two")]
+    assert rows[0]["n"] == rows[1]["n"] == 5
+    assert rows[1]["processes"] == 2 and "processes" not in rows[0]
+    for key in ("fid", "kid", "precision", "recall"):
+        assert rows[0][key] == pytest.approx(rows[1][key], rel=1e-6, abs=1e-9), key
+    (one,), (both,) = ((tmp_path / d / "samples").iterdir() for d in ("one", "two"))
+    a, b = _pngs(one), _pngs(both)
+    assert sorted(a) == sorted(b) == [f"{i:06d}.png" for i in range(5)]
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    assert two.stdout.count("wrote ") == 1

@@ -58,7 +58,8 @@ def test_slerp_endpoints_and_norm():
 
 
 def test_seed_interpolation_ends_at_the_two_seeds(trained):
-    model = facediff.load(trained[0], device="cpu")
+    # fp32: the frames are sampled in one batch and the ends alone, exact only in fp32
+    model = facediff.load(trained[0], device="cpu", precision="fp32")
     frames = interpolate_seeds(model, 3, 9, 4, settings=SamplingSettings(steps=5))
     a = model.sample_tensor(1, steps=5, seed=3)
     b = model.sample_tensor(1, steps=5, seed=9)

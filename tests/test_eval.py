@@ -171,13 +171,13 @@ def test_eval_model_sweep_writes_table_and_plot(tiny_net: None, trained: Path,
     out = tmp_path / "sweep"
     assert main(["eval", str(trained), "--n", "6", "--batch-size", "4",
                  "--sweep-steps", "1,3", "--samplers", "ddim,dpmpp", "--out", str(out),
-                 "--save-samples", "--no-progress", "-q"]) == 0
+                 "--save-samples", "--precision", "fp32", "--no-progress", "-q"]) == 0
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))
     assert [(r["sampler"], r["steps"]) for r in rows] == [
         ("ddim", "1"), ("ddim", "3"), ("dpmpp", "1"), ("dpmpp", "3")]
     assert [float(r["nfe"]) for r in rows] == [1, 3, 1, 3]
-    assert all(r["n"] == "6" and r["n_ref"] == "24" for r in rows)
+    assert all(r["n"] == "6" and r["n_ref"] == "24" and r["dtype"] == "fp32" for r in rows)
     fid = {(r["sampler"], r["steps"]): float(r["fid"]) for r in rows}
     # one step of either is the same x0 prediction from x_T; more steps differ
     assert fid["ddim", "1"] == pytest.approx(fid["dpmpp", "1"])
@@ -328,3 +328,13 @@ def test_eval_settings_are_validated(faces_dir: Path, tmp_path: Path,
     assert main(["train", "--out", str(tmp_path / "r"), "--max-steps", "2", "-q",
                  *tiny_args(faces_dir, "train.eval_n=1")]) == 2
     assert "train.eval_n must be at least 4" in capsys.readouterr().err
+
+
+def test_eval_reports_and_tags_the_precision(tiny_net: None, trained: Path, tmp_path: Path):
+    out = tmp_path / "bf16"
+    assert main(["eval", str(trained), "--n", "4", "--steps", "1", "--precision", "bf16",
+                 "--save-samples", "--out", str(out), "--no-progress", "-q"]) == 0
+    (row,) = json.loads((out / "results.json").read_text())
+    assert row["dtype"] == "bf16" and 0 <= row["precision"] <= 1  # the metric keeps its name
+    samples = [p.name for p in (out / "samples").iterdir()]
+    assert len(samples) == 1 and samples[0].endswith("-bf16")  # never mixed with fp32 ones

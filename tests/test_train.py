@@ -208,9 +208,9 @@ def test_cpu_precision_default(monkeypatch):
     import facediff.train.trainer as tr_mod
 
     monkeypatch.setattr(tr_mod.torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(tr_mod, "_cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(tr_mod, "cpu_has_bf16", lambda: True)
     assert tr_mod.resolve_mixed_precision("auto") == "bf16"
-    monkeypatch.setattr(tr_mod, "_cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(tr_mod, "cpu_has_bf16", lambda: False)
     assert tr_mod.resolve_mixed_precision("auto") == "no"
     assert tr_mod.resolve_mixed_precision("fp16") == "fp16"
 

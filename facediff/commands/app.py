@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from facediff.api import load
     from facediff.app.logic import Limits, Session
 
-    model = load(args.model, device=device, conditional=True)
+    model = load(args.model, device=device, conditional=True, precision=args.precision)
     session = Session(model, Limits(max_images=args.max_images, max_steps=args.max_steps,
                                     max_batch=args.max_batch,
                                     max_upload_mb=args.max_upload_mb))

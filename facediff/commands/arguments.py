@@ -11,11 +11,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
+from facediff.config import PRECISIONS
 from facediff.diffusion.samplers import SAMPLERS, SamplingSettings, sampler_names, unknown_sampler
 from facediff.errors import FacediffError
 
 if TYPE_CHECKING:
     from facediff.api import FaceModel
+    from facediff.distributed import Shard
 
 DEVICE_HELP = "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps"
 SAMPLING_FLAGS = ("sampler", "steps", "seed", "eta", "guidance", "guidance_rescale")
@@ -121,17 +123,28 @@ def add_attr(p: argparse.ArgumentParser,
     p.add_argument("--attr", action="append", default=[], metavar="NAME=VALUE", help=help)
 
 
-def add_device(p: argparse.ArgumentParser) -> None:
+def add_device(p: argparse.ArgumentParser, *, precision: bool = True) -> None:
+    """``--device`` and (``precision``) ``--precision`` for the network's arithmetic."""
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    if precision:
+        p.add_argument("--precision", default="auto", choices=PRECISIONS,
+                       help="the network's arithmetic: auto (bf16 on GPUs and on CPUs with "
+                            "native bf16, else fp32), fp32, bf16 or fp16 (default auto)")
 
 
-def load_model(args: argparse.Namespace, *, conditional: bool = False) -> FaceModel:
+def load_model(args: argparse.Namespace, *, conditional: bool = False,
+               shard: Shard | None = None) -> FaceModel:
     """The model ``args.model`` names (a path or a bundled name; None: the bundled face
-    model, or with ``conditional`` the attribute model) on ``args.device``."""
+    model, or with ``conditional`` the attribute model) on ``args.device`` (with a
+    ``shard`` of several processes: ``auto`` is the process's own device) in
+    ``args.precision``."""
     from facediff.api import load
     from facediff.device import resolve_device
+    from facediff.distributed import Shard, device_for
 
-    return load(args.model, device=resolve_device(args.device), conditional=conditional)
+    device = device_for(args.device, shard or Shard(), resolve_device)
+    return load(args.model, device=device, conditional=conditional,
+                precision=getattr(args, "precision", "auto"))
 
 
 def add_progress(p: argparse.ArgumentParser, help: str | None = None) -> None:

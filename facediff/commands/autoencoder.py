@@ -31,7 +31,7 @@ def add_parser(commands: Commands) -> None:
                          "into the autoencoder's model card")
     ev.add_argument("model", help="autoencoder run or export")
     ev.add_argument("--data", required=True, help="images it never trained on")
-    ev.add_argument("--n", type=shared.positive("--n"), default=2000,
+    ev.add_argument("-n", "--n", type=shared.positive("--n"), default=2000,
                     help="images scored (default 2000; fewer if the data has fewer)")
     ev.add_argument("--split", default=None,
                     help="how to describe the images in the card (default: the data path)")
@@ -41,7 +41,7 @@ def add_parser(commands: Commands) -> None:
     ev.add_argument("--no-fid", action="store_true", help="PSNR and SSIM only")
     ev.add_argument("--batch-size", type=shared.positive("--batch-size"), default=64)
     ev.add_argument("--out", help="JSON report (default: print only)")
-    shared.add_device(ev)
+    shared.add_device(ev, precision=False)
     shared.add_progress(ev)
 
 

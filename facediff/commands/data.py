@@ -17,7 +17,7 @@ def add_parser(commands: Commands) -> None:
     sub = commands.nested(d, "data_command")
     syn = sub.add("synth", "draw a folder of cartoon faces (no download needed)")
     syn.add_argument("--out", required=True)
-    syn.add_argument("--n", type=shared.positive("--n"), default=512)
+    syn.add_argument("-n", "--n", type=shared.positive("--n"), default=512)
     syn.add_argument("--size", type=shared.positive("--size"), default=64)
     syn.add_argument("--seed", type=int, default=0)
     ins = sub.add("inspect", "summarise a dataset: source, sizes, labels; write a grid")
@@ -28,7 +28,8 @@ def add_parser(commands: Commands) -> None:
     ins.add_argument("--split", help="CelebA: train/val/test; HF: a split name")
     ins.add_argument("--size", type=shared.positive("--size"), default=64, help="grid image size")
     ins.add_argument("--grid", default="dataset_grid.png", help="grid PNG to write")
-    ins.add_argument("--n", type=shared.positive("--n"), default=64, help="images in the grid")
+    ins.add_argument("-n", "--n", type=shared.positive("--n"), default=64,
+                     help="images in the grid")
     ins.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
     shared.add_progress(ins)
 

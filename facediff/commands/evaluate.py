@@ -9,6 +9,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from facediff import distributed
 from facediff.commands import arguments as shared
 from facediff.commands.arguments import Commands
 from facediff.config import DataConfig
@@ -17,6 +18,7 @@ from facediff.errors import FacediffError
 if TYPE_CHECKING:
     from facediff.api import FaceModel
     from facediff.diffusion.samplers import SamplingSettings
+    from facediff.distributed import Shard
     from facediff.eval.features import FeatureExtractor
     from facediff.eval.reference import Reference
 
@@ -33,7 +35,7 @@ def add_parser(commands: Commands) -> None:
                                        "model's training split, or all)")
     e.add_argument("--ref-n", type=shared.positive("--ref-n"),
                    help="reference images to use (default: all)")
-    e.add_argument("--n", type=shared.positive("--n"),
+    e.add_argument("-n", "--n", type=shared.positive("--n"),
                    help="images to generate (default 10000) or, with --images, to use "
                         "(default: all)")
     shared.add_sampling(e, batch_size=64,
@@ -80,28 +82,37 @@ def run(args: argparse.Namespace) -> int:
     settings = shared.sampling_settings(args)
     for name in args.samplers or []:
         shared.check_sampler(name)
-    device = resolve_device(args.device)
+    here = distributed.shard()
+    if args.images and not here.main:  # a folder is scored once, by the main process
+        here.barrier()
+        return 0
+    device = distributed.device_for(args.device, here, resolve_device)
 
     # Load the model (or find the folder's size) and the reference features.
     model = None
     if args.model:
         from facediff.api import load
 
-        model = load(args.model, device=device)
+        model = load(args.model, device=device, precision=args.precision)
         size = model.config.data.image_size
     else:
         size = args.size or _image_size(args.images)
     extractor = InceptionFeatures(args.inception, device)
-    ref = reference_features(_ref_config(args, model.config.data if model else None, size),
-                             extractor, n=args.ref_n, progress=not args.no_progress)
+    with here.main_first():  # the main process fills the reference cache; the rest read it
+        ref = reference_features(_ref_config(args, model.config.data if model else None, size),
+                                 extractor, n=args.ref_n,
+                                 progress=not args.no_progress and here.main)
     log.info("reference: %s, %d of %d images; features: %s", ref.description, len(ref),
              ref.total, extractor.ident)
 
     # Score.
     if model is None:
         rows = [_score_folder(args, ref, extractor, size)]
+        here.barrier()
     else:
-        rows = _score_model(args, model, ref, extractor, settings)
+        rows = _score_model(args, model, ref, extractor, settings, here)
+    if not here.main:
+        return 0
 
     # Report.
     print()
@@ -163,8 +174,8 @@ def _score_folder(args: argparse.Namespace, ref: Reference, extractor: FeatureEx
 
 
 def _score_model(args: argparse.Namespace, model: FaceModel, ref: Reference,
-                 extractor: FeatureExtractor,
-                 settings: SamplingSettings) -> list[dict[str, Any]]:
+                 extractor: FeatureExtractor, settings: SamplingSettings,
+                 here: Shard) -> list[dict[str, Any]]:
     """One row per sampler x steps x guidance of the sweep (one row without a sweep)."""
     import numpy as np
 
@@ -185,14 +196,19 @@ def _score_model(args: argparse.Namespace, model: FaceModel, ref: Reference,
         for steps in args.sweep_steps or [base.steps]:
             for g in args.sweep_guidance or [base.guidance]:
                 s = base.override(sampler=sampler, steps=steps, guidance=g)
-                save = out / "samples" / f"{sampler}-{steps}-g{g:g}" \
-                    if args.save_samples and out else None
+                tag = f"{sampler}-{steps}-g{g:g}" + ("" if model.dtype == "fp32"
+                                                     else f"-{model.dtype}")
+                save = out / "samples" / tag if args.save_samples and out else None
                 result = evaluate_model(model, ref, extractor, args.n or 10000, settings=s,
                                         cond=args.cond, classifier=classifier, save_dir=save,
-                                        progress=not args.no_progress)
+                                        progress=not args.no_progress, shard=here)
                 acc = "" if not result.control else \
                     f"  control accuracy {np.mean(list(result.control.values())):.3f}"
                 guided = result.settings["guidance"] != "-"
+                if here.world > 1:
+                    result.settings["processes"] = here.world
+                if not here.main:
+                    continue
                 print(f"{sampler} {steps} steps{f' guidance {g:g}' if guided else ''}: "
                       f"{result.scores.line()}{acc}  ({result.seconds:.0f} s)", flush=True)
                 rows.append(result.row())

@@ -14,7 +14,7 @@ NAME = "sample"
 def add_parser(commands: Commands) -> None:
     s = commands.add(NAME, "generate images from a trained model")
     s.add_argument("model", nargs="?", help=MODEL_HELP + " or --attr-grid")
-    s.add_argument("--n", type=shared.positive("--n"), default=16, help="number of images")
+    s.add_argument("-n", "--n", type=shared.positive("--n"), default=16, help="number of images")
     s.add_argument("--out", default="samples", help="output folder (default: samples)")
     shared.add_attr(s, "fix an attribute (conditional models), e.g. Smiling=1, race=Asian")
     s.add_argument("--attr-grid", metavar="NAMES",
@@ -27,10 +27,15 @@ def add_parser(commands: Commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from facediff import distributed
+
     settings = shared.sampling_settings(args)
     out = shared.writable_dir(args.out)
-    model = shared.load_model(args, conditional=bool(args.attr or args.attr_grid))
+    here = distributed.shard()
+    model = shared.load_model(args, conditional=bool(args.attr or args.attr_grid), shard=here)
     if args.attr_grid:
+        if not here.main:  # one figure: the main process draws it
+            return 0
         from facediff.viz.attributes import attribute_grid
 
         which = None if args.attr_grid == "all" else shared.names(args.attr_grid)
@@ -40,18 +45,34 @@ def run(args: argparse.Namespace) -> int:
         grid.save(out / "attr_grid.png")
         print(f"wrote {out / 'attr_grid.png'}")
         return 0
+    import torch
+    from tqdm.auto import tqdm
+
     from facediff.data.transforms import array_to_image
     from facediff.viz.grid import make_grid
 
     s = model.settings(settings)
-    imgs = model.sample_tensor(args.n, settings=s, attrs=args.attr,
-                               progress=not args.no_progress)
+    starts = here.starts(args.n, s.batch_size)
+    mine = sum(min(s.batch_size, args.n - b) for b in starts)
     out.mkdir(parents=True, exist_ok=True)
-    for i, arr in enumerate(imgs.numpy()):
-        array_to_image(arr).save(out / f"sample_{i + 1:04d}.png")
+    parts = []
+    with tqdm(total=mine, desc=f"sampling ({s.sampler}, {s.steps} steps)", unit="img",
+              disable=args.no_progress or not here.main) as bar:
+        for start in starts:  # image i: seed + i, in the batches one process would make
+            m = min(s.batch_size, args.n - start)
+            imgs = model.sample_tensor(m, settings=s, seed=s.seed + start, batch_size=m,
+                                       attrs=args.attr)
+            for i, arr in enumerate(imgs.numpy()):
+                array_to_image(arr).save(out / f"sample_{start + i + 1:04d}.png")
+            parts.append((start, imgs if not args.no_grid else None))
+            bar.update(m)
+    gathered = here.gather(parts)  # also waits for every process's files
+    if not here.main:
+        return 0
     if not args.no_grid:
-        make_grid(imgs).save(out / "grid.png")
+        make_grid(torch.cat(gathered)).save(out / "grid.png")
     attrs = f", {' '.join(args.attr)} at guidance {s.guidance}" if args.attr else ""
+    procs = f", {here.world} processes" if here.world > 1 else ""
     print(f"wrote {args.n} images{'' if args.no_grid else ' and grid.png'} to {out} "
-          f"({s.describe()}{attrs}, model {model.source})")
+          f"({s.describe()}, {model.dtype}{attrs}, model {model.source}{procs})")
     return 0

@@ -36,7 +36,8 @@ def add_parser(commands: Commands) -> None:
     f.add_argument("data", help="image folder, CelebA dir, MNIST dir, HF dataset or name")
     f.add_argument("--t", default="0,50,100,200,400,999",
                    help="comma-separated timesteps, one column each (default 0,50,100,200,400,999)")
-    f.add_argument("--n", type=shared.positive("--n"), default=4, help="images (rows; default 4)")
+    f.add_argument("-n", "--n", type=shared.positive("--n"), default=4,
+                   help="images (rows; default 4)")
     f.add_argument("--size", type=shared.positive("--size"), help="image size (default 64)")
     f.add_argument("--schedule", help="beta schedule: cosine, linear, scaled_linear or "
                                       "sigmoid; comma-separated to compare (default: "
@@ -50,7 +51,7 @@ def add_parser(commands: Commands) -> None:
 
     r = sub.add("reverse", "the reverse (denoising) chain of a model: x_t and predicted x_0")
     r.add_argument("model", nargs="?", help=MODEL_HELP)
-    r.add_argument("--n", type=shared.positive("--n"), default=2, help="images (default 2)")
+    r.add_argument("-n", "--n", type=shared.positive("--n"), default=2, help="images (default 2)")
     shared.add_sampling(r, sampler="ddim", steps=50)
     r.add_argument("--show", type=shared.positive("--show"), default=8,
                    help="steps shown in the figure, spread over the run (default 8)")

@@ -92,8 +92,9 @@ def ddim_invert(model: FaceModel, x0: torch.Tensor, cond: torch.Tensor | None, *
     sched = make_scheduler("ddim", model.config.diffusion, steps, inverse=True, **_EDIT_DDIM)
     den = guided_denoiser(model.net, cond, 1.0)
     x = x0.to(model.device)
-    for t in sched.timesteps:
-        x = sched.step(den(x, t), t, x).prev_sample
+    with model.autocast():
+        for t in sched.timesteps:
+            x = sched.step(den(x, t).float(), t, x).prev_sample
     return x
 
 
@@ -107,7 +108,8 @@ def ddim_generate(model: FaceModel, xT: torch.Tensor, cond: torch.Tensor | None,
         sched.timesteps = sched.timesteps[sched.timesteps <= start]
     den = guided_denoiser(model.net, cond, guidance, guidance_rescale)
     gens = generators_for(0, 0, xT.shape[0])
-    return sample_loop(den, sched, xT, gens, clamp=not getattr(model.net, "latent", False))
+    with model.autocast():
+        return sample_loop(den, sched, xT, gens, clamp=not getattr(model.net, "latent", False))
 
 
 def edit_settings(model: FaceModel, settings: SamplingSettings | None = None) -> SamplingSettings:
@@ -134,7 +136,7 @@ def edit_photo(
     s = edit_settings(model, settings)
     latent = bool(getattr(model.net, "latent", False))
     if latent:
-        with torch.no_grad():
+        with torch.no_grad(), model.autocast():
             photo = model.net.to_latent(photo.to(model.device))
     src = model.cond(src_labels)
     dst = model.cond(dst_labels)
@@ -160,7 +162,7 @@ def edit_photo(
     else:
         raise FacediffError(f"unknown edit method {method!r}; choose ddim or sdedit")
     if latent:
-        with torch.no_grad():
+        with torch.no_grad(), model.autocast():
             out = model.net.decode(out)
     return model_to_uint8(out)[0].cpu()
 

@@ -30,6 +30,7 @@ from facediff.eval.reference import Reference
 
 if TYPE_CHECKING:
     from facediff.api import FaceModel
+    from facediff.distributed import Shard
     from facediff.eval.classifier import TrainedClassifier
 
 log = logging.getLogger(__name__)
@@ -106,14 +107,19 @@ def condition_rows(model_spec: ConditionSpec, ref: Reference | None, n: int, *, 
 def sample_features(
     model: FaceModel, extractor: FeatureExtractor, n: int, *, settings: SamplingSettings,
     rows: np.ndarray | None = None, classifier: TrainedClassifier | None = None,
-    save_dir: Path | None = None, progress: bool = True,
+    save_dir: Path | None = None, progress: bool = True, shard: Shard | None = None,
 ) -> SampleRun:
     """Sample ``n`` images from a FaceModel with resolved ``settings`` (in batches of its
-    batch size) and keep their features (and the classifier's verdicts)."""
+    batch size) and keep their features (and the classifier's verdicts).
+
+    ``shard``: this process's share when several sample together (facediff.distributed);
+    every process gets all ``n`` features back, in image order."""
     from tqdm.auto import tqdm
 
     from facediff.data.transforms import array_to_image
+    from facediff.distributed import Shard
 
+    here = shard or Shard()
     s, batch_size = settings, settings.batch_size
     clf_cols = None
     if classifier is not None and rows is not None:
@@ -122,9 +128,11 @@ def sample_features(
         clf_cols = [names.index(c.name.lower()) if c.name.lower() in names else None
                     for c in model.spec.conditions]  # None: the classifier cannot judge it
     calls = batch_start = batch_calls = 0
-    batches = -(-n // batch_size)
-    bar = tqdm(total=n, desc=f"sampling {s.sampler} {s.steps} steps", unit="img",
-               disable=not progress, leave=False)
+    starts = here.starts(n, batch_size)
+    batches = max(len(starts), 1)
+    bar = tqdm(total=sum(min(batch_size, n - b) for b in starts),
+               desc=f"sampling {s.sampler} {s.steps} steps", unit="img",
+               disable=not progress or not here.main, leave=False)
     shown = time.perf_counter()
 
     def count(*_: object) -> None:  # a batch of 1000 DDPM steps takes minutes: show its calls
@@ -136,10 +144,10 @@ def sample_features(
                                 f"{calls - batch_calls} network calls")
 
     hook = model.net.register_forward_hook(count)
-    feats, preds = [], []
+    parts: list[tuple[int, tuple[np.ndarray, np.ndarray | None]]] = []
     started = time.perf_counter()
     try:
-        for start in range(0, n, batch_size):
+        for start in starts:
             batch_start, batch_calls = start, calls
             m = min(batch_size, n - start)
             cond = None
@@ -147,11 +155,12 @@ def sample_features(
                 cond = model.cond(torch.from_numpy(rows[start:start + m]))
             imgs = model.sample_tensor(m, settings=s, seed=s.seed + start, batch_size=m,
                                        cond=cond)
-            feats.append(extractor(imgs).float().numpy())
+            pred = None
             if clf_cols is not None:
                 p = classifier.model.predict(imgs).numpy()
-                preds.append(np.stack([p[:, j] if j is not None else np.full(m, UNSPECIFIED)
-                                       for j in clf_cols], axis=1))
+                pred = np.stack([p[:, j] if j is not None else np.full(m, UNSPECIFIED)
+                                 for j in clf_cols], axis=1)
+            parts.append((start, (extractor(imgs).float().numpy(), pred)))
             if save_dir is not None:
                 save_dir.mkdir(parents=True, exist_ok=True)
                 for i, a in enumerate(imgs.numpy()):
@@ -160,7 +169,9 @@ def sample_features(
     finally:
         bar.close()
         hook.remove()
-    return SampleRun(np.concatenate(feats), rows,
+    gathered = here.gather(parts)
+    preds = [p for _, p in gathered if p is not None]
+    return SampleRun(np.concatenate([f for f, _ in gathered]), rows,
                      np.concatenate(preds) if preds else None,
                      time.perf_counter() - started, calls / batches)
 
@@ -185,17 +196,19 @@ def evaluate_model(
     model: FaceModel, ref: Reference, extractor: FeatureExtractor, n: int, *,
     settings: SamplingSettings | None = None, cond: str = "ref",
     classifier: TrainedClassifier | None = None, save_dir: Path | None = None,
-    progress: bool = True,
+    progress: bool = True, shard: Shard | None = None,
 ) -> Result:
-    """Sample ``n`` images and score them against the reference features."""
+    """Sample ``n`` images and score them against the reference features (``shard``: this
+    process's share of the sampling, see ``sample_features``)."""
     started = time.perf_counter()
     s = model.settings(settings if settings is not None else SamplingSettings(batch_size=64))
     spec = model.spec
     rows = condition_rows(spec, ref, n, seed=s.seed, mode=cond)
     run = sample_features(model, extractor, n, settings=s, rows=rows, classifier=classifier,
-                          save_dir=save_dir, progress=progress)
+                          save_dir=save_dir, progress=progress, shard=shard)
     settings_row: dict[str, object] = {
-        "sampler": s.sampler, "steps": s.steps, "nfe": round(run.nfe, 2),
+        "sampler": s.sampler, "steps": s.steps, "dtype": model.dtype,
+        "nfe": round(run.nfe, 2),
         "cond": cond if len(spec) else "-", "guidance": s.guidance if rows is not None else "-"}
     return Result(score(ref.features, run.features), settings_row,
                   control_accuracy(spec, run), time.perf_counter() - started)

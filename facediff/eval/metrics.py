@@ -47,7 +47,10 @@ def frechet_distance(real: np.ndarray | torch.Tensor, fake: np.ndarray | torch.T
     r, f = _features(real), _features(fake)
     if len(r) < 2 or len(f) < 2:
         raise FacediffError("FID needs at least 2 images on each side")
-    metric = FrechetInceptionDistance(feature=_Given(r.shape[1])).double()
+    # sync_on_compute off: the features are already complete (gathered by facediff when
+    # several processes sample); torchmetrics would otherwise add every process's copy
+    metric = FrechetInceptionDistance(feature=_Given(r.shape[1]),
+                                      sync_on_compute=False).double()
     metric.update(r, real=True)
     metric.update(f, real=False)
     return float(metric.compute())
@@ -66,7 +69,7 @@ def kernel_distance(real: np.ndarray | torch.Tensor, fake: np.ndarray | torch.Te
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*save all extracted features.*")
         metric = KernelInceptionDistance(feature=_Given(r.shape[1]), subsets=subsets,
-                                         subset_size=size)
+                                         subset_size=size, sync_on_compute=False)
     metric.update(r, real=True)
     metric.update(f, real=False)
     with torch.random.fork_rng(devices=[]):  # its subsets use the global generator

@@ -30,6 +30,7 @@ from facediff.data import ImageSet, load_data
 from facediff.data.conditions import UNSPECIFIED
 from facediff.data.latents import encode_images, latent_stats
 from facediff.data.transforms import uint8_to_model
+from facediff.device import cpu_has_bf16
 from facediff.diffusion.objectives import DiffusionObjective
 from facediff.diffusion.samplers import SamplingSettings
 from facediff.diffusion.sampling import check_sampling, generate
@@ -85,16 +86,9 @@ def resolve_mixed_precision(setting: str) -> str:
         return setting
     if torch.cuda.is_available():
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if _cpu_has_bf16():
+    if cpu_has_bf16():
         return "bf16"
     return "no"
-
-
-def _cpu_has_bf16() -> bool:
-    """Native bf16 maths on this CPU (AVX512-BF16 or AMX): autocast pays off only there."""
-    cpu = getattr(torch, "cpu", None)
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(bool(getattr(cpu, c, lambda: False)()) for c in checks)
 
 
 def step_seed(seed: int, step: int) -> int:
