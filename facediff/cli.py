@@ -17,6 +17,7 @@ from facediff.commands import (
     classifier,
     config,
     data,
+    distill,
     edit,
     evaluate,
     export,
@@ -30,7 +31,7 @@ from facediff.commands.arguments import Commands, Parser
 from facediff.errors import FacediffError
 
 # in the order `facediff --help` lists them
-COMMANDS = [train, autoencoder, sample, interpolate, edit, models, config, export, data,
+COMMANDS = [train, autoencoder, distill, sample, interpolate, edit, models, config, export, data,
             evaluate, classifier, viz, app]
 
 

@@ -169,6 +169,24 @@ class AutoencoderConfig:
     train_crop: int = 0
 
 
+@dataclass
+class DistillConfig:
+    """Progressive distillation (Salimans & Ho 2022; facediff.train.distill): the teacher's
+    eta-0 DDIM sampler at ``start_steps`` is halved round by round into a student that samples
+    in ``steps``. ``facediff distill`` fills it in; a model trained from scratch leaves
+    ``teacher_digest`` empty (that is how a distillation run is told apart)."""
+
+    teacher: str | None = None  # the teacher's path or bundled name, for the record
+    teacher_digest: str | None = None  # sha256 of its weights: resuming needs the same ones
+    start_steps: int = 16  # the teacher's DDIM steps in the first round (a power of two)
+    steps: int = 4  # the student's DDIM steps at the end (a power of two below start_steps)
+    # optimizer steps per round (per halving); train.max_steps = rounds x steps_per_round
+    steps_per_round: int = 2000
+    # the classifier-free guidance scale distilled into a conditional student (the student
+    # then samples at guidance 1); None: the teacher's sample.guidance
+    guidance: float | None = None
+
+
 BINARY_VALUES = ["0", "1"]
 
 
@@ -212,6 +230,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     # what a run trains: a diffusion model (in pixels, or on an autoencoder's latents) or the
     # autoencoder itself
     task: Literal["diffusion", "autoencoder"] = "diffusion"
@@ -425,6 +444,48 @@ def sample_shape(cfg: Config) -> tuple[int, int, int]:
     return cfg.autoencoder.latent_channels, side, side
 
 
+def is_distillation(cfg: Config) -> bool:
+    """Whether ``cfg`` is a distillation's (a diffusion model learnt from a teacher)."""
+    return cfg.task == "diffusion" and cfg.distill.teacher_digest is not None
+
+
+def run_task(cfg: Config) -> str:
+    """What a run of ``cfg`` trains, which decides the command that trains and resumes it:
+    "diffusion" (facediff train), "autoencoder" (facediff autoencoder train) or "distill"
+    (facediff distill; its model is a diffusion model too)."""
+    return "distill" if is_distillation(cfg) else cfg.task
+
+
+def distill_rounds(d: DistillConfig) -> int:
+    """How many halvings take ``start_steps`` to ``steps`` (both powers of two)."""
+    return (d.start_steps // d.steps).bit_length() - 1
+
+
+def _validate_distill(cfg: Config) -> None:
+    d = cfg.distill
+    for name in ("start_steps", "steps"):
+        value = getattr(d, name)
+        if value < 1 or value & (value - 1):
+            raise ConfigError(f"distill.{name} must be a power of two (1, 2, 4, 8, ...), "
+                              f"got {value}")
+    if d.steps >= d.start_steps:
+        raise ConfigError(f"distill.steps ({d.steps}) must be below distill.start_steps "
+                          f"({d.start_steps}): each round halves the teacher's steps")
+    if d.start_steps > cfg.diffusion.num_train_timesteps:
+        raise ConfigError(f"distill.start_steps ({d.start_steps}) must be at most the "
+                          f"{cfg.diffusion.num_train_timesteps} training timesteps")
+    if d.steps_per_round < 1:
+        raise ConfigError(f"distill.steps_per_round must be at least 1, got "
+                          f"{d.steps_per_round}")
+    if d.guidance is not None and d.guidance < 0:
+        raise ConfigError(f"distill.guidance must be >= 0, got {d.guidance}")
+    total = distill_rounds(d) * d.steps_per_round
+    if is_distillation(cfg) and cfg.train.max_steps != total:
+        raise ConfigError(f"train.max_steps of a distillation is its {distill_rounds(d)} "
+                          f"rounds x distill.steps_per_round {d.steps_per_round} = {total}, "
+                          f"got {cfg.train.max_steps}: set distill.steps_per_round instead")
+
+
 def _validate_autoencoder(cfg: Config) -> None:
     ae = cfg.autoencoder
     if cfg.task == "autoencoder" and ae.kind == "none":
@@ -469,6 +530,7 @@ def validate(cfg: Config) -> None:
     if not model.block_out_channels:
         raise ConfigError("model.block_out_channels must list at least one level")
     _validate_autoencoder(cfg)
+    _validate_distill(cfg)
     factor = 2 ** (len(model.block_out_channels) - 1)
     side = sample_shape(cfg)[1]
     if cfg.task == "diffusion" and side % factor:

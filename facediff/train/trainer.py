@@ -25,7 +25,7 @@ from accelerate import Accelerator
 from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
-from facediff.config import Condition, Config, sample_shape
+from facediff.config import Condition, Config, run_task, sample_shape
 from facediff.data import ImageSet, load_data
 from facediff.data.conditions import UNSPECIFIED
 from facediff.data.latents import encode_images, latent_stats
@@ -97,14 +97,20 @@ def step_seed(seed: int, step: int) -> int:
 
 def check_resumable(saved: Config, new: Config) -> None:
     """A run may change training settings on resume, not what the network is or learns."""
+    a, b = saved.distill.teacher_digest, new.distill.teacher_digest
+    if run_task(saved) == run_task(new) == "distill" and a != b:
+        raise ConfigError(f"cannot resume with a different teacher: this run distils the model "
+                          f"whose weights digest is {a[:12]} ({saved.distill.teacher}), not "
+                          f"{b[:12]} (start a new run dir to distil another)")
     fixed = {
         "model": (saved.model, new.model),
         "diffusion": (saved.diffusion, new.diffusion),
         "data.image_size": (saved.data.image_size, new.data.image_size),
         "data.channels": (saved.data.channels, new.data.channels),
         "conditions": (saved.conditions, new.conditions),  # names, kinds and value order
-        "task": (saved.task, new.task),
+        "task": (run_task(saved), run_task(new)),
         "autoencoder": (_first_stage_identity(saved), _first_stage_identity(new)),
+        "distillation": (_distill_identity(saved), _distill_identity(new)),
     }
     for name, (a, b) in fixed.items():
         if a != b:
@@ -120,6 +126,15 @@ def _first_stage_identity(cfg: Config) -> tuple[object, ...]:
     latent = cfg.task == "diffusion"  # the frozen one's weights and normalisation
     return (ae.kind, ae.block_out_channels, ae.blocks_per_level, ae.latent_channels,
             (ae.digest, ae.shift, ae.scale) if latent else None)
+
+
+def _distill_identity(cfg: Config) -> str | None:
+    """What fixes a distillation's rounds and targets (None: not a distillation)."""
+    d = cfg.distill
+    if run_task(cfg) != "distill":
+        return None
+    return (f"DDIM {d.start_steps} -> {d.steps} steps, {d.steps_per_round} steps per round, "
+            f"guidance {d.guidance}")
 
 
 def rank_slice(micro_index: int, micro: int, rank: int, world: int) -> slice:
@@ -157,8 +172,10 @@ class BatchStream:
         return step * self.batch_size / self.n
 
 
-_TASK_WHAT = {"diffusion": "a diffusion model", "autoencoder": "an autoencoder"}
-_TASK_COMMAND = {"diffusion": "facediff train", "autoencoder": "facediff autoencoder train"}
+_TASK_WHAT = {"diffusion": "a diffusion model", "autoencoder": "an autoencoder",
+              "distill": "a few-step model distilled from a teacher"}
+_TASK_COMMAND = {"diffusion": "facediff train", "autoencoder": "facediff autoencoder train",
+                 "distill": "facediff distill"}
 
 
 class Trainer:
@@ -166,10 +183,11 @@ class Trainer:
 
     What a run learns is its task: this class trains a diffusion model (in pixels, or on a
     frozen autoencoder's latents); facediff.train.autoencoder's subclass trains the
-    autoencoder. A task replaces the hooks ``_build_network``, ``draw_batch``,
-    ``micro_loss``, ``preview``, ``_val_loss``, ``export_state`` (and ``_evaluate``); the
-    rest (devices, the lock, resume, checkpoints, EMA, the non-finite guard, signals, the time
-    limit, logs) is this class's, for every task.
+    autoencoder, facediff.train.distill's a few-step student of a trained model. A task
+    replaces the hooks ``_build_network``, ``draw_batch``, ``micro_loss``, ``preview``,
+    ``_val_loss``, ``export_state`` (and ``_evaluate``); the rest (devices, the lock, resume,
+    checkpoints, EMA, the non-finite guard, signals, the time limit, logs) is this class's,
+    for every task.
     """
 
     task = "diffusion"
@@ -179,9 +197,11 @@ class Trainer:
         self, cfg: Config, run_dir: str | Path, data: ImageSet | None = None,
         progress: bool = True, *, autoencoder: FirstStage | None = None,
     ) -> None:
-        if cfg.task != self.task:
-            raise ConfigError(f"this config trains {_TASK_WHAT[cfg.task]} (task: {cfg.task}): "
-                              f"use {_TASK_COMMAND[cfg.task]}")
+        task = run_task(cfg)
+        if task != self.task:
+            why = "distill.teacher_digest is set" if task == "distill" else f"task: {task}"
+            raise ConfigError(f"this config trains {_TASK_WHAT[task]} ({why}): "
+                              f"use {_TASK_COMMAND[task]}")
         check_sampling(cfg.sample, cfg.diffusion)  # the progress grids' sampler, before work
         self.cfg = cfg
         self.run_dir = Path(run_dir)
