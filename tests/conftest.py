@@ -77,3 +77,19 @@ def plain_faces(folder: Path, n: int = 8, size: int = 16) -> Path:
     for i in range(n):
         Image.new("RGB", (size, size), (30 * i % 256, 0, 0)).save(folder / f"{i}.png")
     return folder
+
+
+def assert_one_line_exit_2(args: list[str], capsys: pytest.CaptureFixture[str],
+                           fragment: str) -> None:
+    """``facediff ARGS`` fails with exit 2 and one stderr line holding ``fragment``."""
+    from facediff.cli import main
+
+    capsys.readouterr()
+    try:
+        code = main(args)
+    except SystemExit as e:  # argparse's own errors
+        code = e.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1, err
+    assert fragment in err and "Traceback" not in err

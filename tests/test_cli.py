@@ -13,7 +13,7 @@ from PIL import Image
 
 import facediff
 from facediff.cli import main
-from tests.conftest import tiny_args
+from tests.conftest import assert_one_line_exit_2, tiny_args
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
@@ -89,14 +89,7 @@ def test_config_lists_and_prints(capsys):
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys, args, fragment):
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
-    try:
-        code = main(args)
-    except SystemExit as e:  # argparse's own errors
-        code = e.code
-    err = capsys.readouterr().err.strip()
-    assert code == 2
-    assert len(err.splitlines()) == 1, err
-    assert fragment in err and "Traceback" not in err
+    assert_one_line_exit_2(args, capsys, fragment)
 
 
 def test_errors_from_a_real_process_have_no_traceback(tmp_path: Path):

@@ -27,7 +27,7 @@ from facediff.train.distill import (
     predicted_eps,
 )
 from facediff.train.trainer import train
-from tests.conftest import tiny_config
+from tests.conftest import assert_one_line_exit_2, tiny_config
 from tests.test_train import _tensors
 
 # the tiny teacher's training (~15 s): its samples have faces' outline and colours (120 steps
@@ -246,12 +246,5 @@ def test_bad_input_is_one_line_and_exit_2(teacher: Path, student: Path, other_mo
              "{others}": other_models}
     for key, path in where.items():
         args = [a.replace(key, str(path)) for a in args]
-    capsys.readouterr()
-    try:
-        code = main([*args, "--no-progress", "-q"] if args[0] == "distill" else args)
-    except SystemExit as e:  # argparse's own errors
-        code = e.code
-    err = capsys.readouterr().err.strip()
-    assert code == 2
-    assert len(err.splitlines()) == 1, err
-    assert fragment in err and "Traceback" not in err
+    assert_one_line_exit_2([*args, "--no-progress", "-q"] if args[0] == "distill" else args,
+                           capsys, fragment)
