@@ -175,3 +175,29 @@ def load(path: str | Path | None = None, device: str | torch.device | None = Non
     if dev.type == "cpu" and net.config.sample_size >= CHANNELS_LAST_FROM:
         net.to(memory_format=torch.channels_last)
     return FaceModel(cfg, net, source, precision)
+
+
+def load_editor(model: FaceModel) -> FaceModel:
+    """The model that edits photos for ``model``. A distilled few-step model
+    (``facediff distill``) was trained for its own few DDIM steps only, so it cannot invert a
+    photo over the many steps an edit takes: its teacher does that, followed back through a
+    chain of distillations to the original model, loaded on the same device in the same
+    precision. A model that is not distilled, or whose teacher is nowhere to be found (a path
+    from another machine), edits with itself."""
+    from facediff.assets import resolve_model
+    from facediff.errors import ModelNotFoundError
+
+    cfg, found = model.config, None
+    for _ in range(8):  # a distillation of a distillation of ...: at most a few links
+        name = cfg.distill.teacher
+        if not (cfg.distill.teacher_digest and name):
+            break
+        try:
+            path = resolve_model(name)
+            cfg = read_model(path)[0]
+        except (ModelNotFoundError, FacediffError):
+            break
+        found = path
+    if found is None:
+        return model
+    return load(found, device=model.device, precision=model.precision)

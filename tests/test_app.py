@@ -158,6 +158,29 @@ def test_edit_a_photo(cond_session: Session, tmp_path: Path):
         cond_session.edit(str(bad), {"Smiling": "on"}, method="ddim", steps=4, guidance=2.0)
 
 
+def test_photos_are_edited_by_the_editor_when_there_is_one(cond_session: Session,
+                                                           tmp_path: Path):
+    """The app serving a distilled model edits with its teacher (Session.editor): the edit is
+    the editor's own, pixel for pixel, and its default guidance is the editor's."""
+    photo = tmp_path / "face.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (24, 24, 3), np.uint8)).save(photo)
+    other = tiny_model(True)
+    with torch.no_grad():
+        for p in other.net.parameters():
+            p.add_(0.05)  # another model: different edits
+    other.config.sample.guidance = 4.5
+    both = Session(cond_session.model, cond_session.limits, out_dir=tmp_path / "a",
+                   editor=other)
+    alone = Session(other, cond_session.limits, out_dir=tmp_path / "b")
+    args = dict(method="ddim", steps=4)
+    got = np.asarray(Image.open(both.edit(str(photo), {"Smiling": "on"}, **args).path))
+    want = np.asarray(Image.open(alone.edit(str(photo), {"Smiling": "on"}, **args).path))
+    mine = np.asarray(Image.open(cond_session.edit(str(photo), {"Smiling": "on"}, **args).path))
+    assert np.array_equal(got, want) and not np.array_equal(got, mine)
+    assert both.edit_model is other and cond_session.edit_model is cond_session.model
+    assert "guidance 4.5" in both.edit(str(photo), {"Smiling": "on"}, **args).info
+
+
 def test_upscale_uses_whole_factors():
     img = Image.new("RGB", (38, 38))
     assert upscale(img, 16).size == (304, 304)

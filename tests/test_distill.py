@@ -4,12 +4,14 @@ resume across round boundaries, the student's quality against its teacher's, bad
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
 import facediff
+import facediff.config
 from facediff.cli import main
 from facediff.config import Condition, DiffusionConfig
 from facediff.diffusion.objectives import predicted_x0
@@ -205,6 +207,40 @@ def test_the_student_in_2_steps_is_closer_to_the_teachers_16_than_the_teacher_in
     assert teacher_mse > 0.02  # the 2-step teacher is far from its 16 steps: a gap to close
     assert student_mse < 0.5 * teacher_mse
     assert student_mse < 0.25 * blur_mse
+
+
+def test_photos_are_edited_by_the_original_teacher(teacher: Path, student: Path,
+                                                   tmp_path: Path):
+    """A few-step student cannot invert a photo over an edit's many steps: load_editor gives
+    its teacher, back through a chain of distillations; without a teacher, the model itself."""
+    from facediff.api import load_editor
+
+    t = facediff.load(teacher, device="cpu", precision="fp32")
+    assert load_editor(t) is t  # not distilled: edits with itself
+    s = facediff.load(student, device="cpu", precision="fp32")
+    editor = load_editor(s)
+    assert editor is not s and editor.precision == "fp32"
+    want = ck.read_model(teacher)[0]
+    assert editor.config.distill.teacher_digest is None
+    assert editor.config.train.max_steps == want.train.max_steps == TEACHER_STEPS
+    # the app says what the distilled model is and who edits photos
+    from facediff.app.logic import Session
+
+    note = Session(s, out_dir=tmp_path / "app", editor=editor).note
+    assert "2 DDIM steps" in note and "edited by its teacher" in note and "Guidance" not in note
+    assert Session(t, out_dir=tmp_path / "app2").note == ""
+    # a student of the student (its config names the first student as its teacher)
+    chained = tmp_path / "chained"
+    shutil.copytree(student / "model", chained)
+    cfg = facediff.config.Config.load(chained / "config.yaml")
+    cfg.distill.teacher = str(student)
+    (chained / "config.yaml").write_text(cfg.to_yaml())
+    assert load_editor(facediff.load(chained)).config.train.max_steps == TEACHER_STEPS
+    # a teacher that is not on this machine: the student edits with itself
+    cfg.distill.teacher = str(tmp_path / "elsewhere")
+    (chained / "config.yaml").write_text(cfg.to_yaml())
+    lone = facediff.load(chained)
+    assert load_editor(lone) is lone
 
 
 # ---- bad input -----------------------------------------------------------------------------

@@ -89,6 +89,13 @@ class Session:
     model: FaceModel
     limits: Limits = field(default_factory=Limits)
     out_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="facediff-app-")))
+    # edits photos (``facediff.api.load_editor``): a distilled model's teacher, which can
+    # invert a photo over many steps; None: the model itself
+    editor: FaceModel | None = None
+
+    @property
+    def edit_model(self) -> FaceModel:
+        return self.editor or self.model
 
     # ---- what the page shows --------------------------------------------------------------
     @property
@@ -108,6 +115,20 @@ class Session:
             else "unconditional"
         return (f"{self.model.source} · {size}×{size} {'RGB' if ch == 3 else 'grey'} · "
                 f"{params:.1f}M parameters · {cond} · on {self.model.device}")
+
+    @property
+    def note(self) -> str:
+        """What a user of a distilled few-step model should know ("" for other models)."""
+        d = self.model.config.distill
+        if not d.teacher_digest:
+            return ""
+        s = self.model.config.sample
+        guidance = f" with guidance {d.guidance:g} built in (keep Guidance at 1)" \
+            if d.guidance is not None and len(self.model.spec) else ""
+        editor = f"; photos are edited by its teacher, {self.editor.source}" if self.editor \
+            else ""
+        return (f"A distilled model: it samples in {s.steps} {s.sampler.upper()} steps"
+                f"{guidance}. Other step counts work but look no better{editor}.")
 
     # ---- the grids' folders -------------------------------------------------------------------
     def folder(self, user: str | None = None) -> Path:
@@ -260,7 +281,8 @@ class Session:
         bypassed by a client that posts to the API)."""
         from facediff.diffusion.editing import edit_photo, edit_settings, load_photo
 
-        if not len(self.model.spec):
+        m = self.edit_model
+        if not len(m.spec):
             raise FacediffError("This model is unconditional: it has no attributes to edit.")
         if not photo:
             raise FacediffError("Upload a photo of a face first.")
@@ -268,13 +290,14 @@ class Session:
         attrs = self.attrs(changes)
         if not attrs:
             raise FacediffError("Choose at least one attribute to change.")
-        s = edit_settings(self.model, self.settings(sampler="ddim", steps=steps,
-                                                    guidance=guidance))
+        _, steps_i = self.check(1, steps, "ddim", guidance)
+        s = edit_settings(m, m.settings(sampler="ddim", steps=steps_i, guidance=guidance,
+                                        seed=0))
         started = time.perf_counter()
-        x = load_photo(photo, self.model).to(self.model.device)
-        src = self.model.labels([])
-        dst = self.model.labels(attrs)
-        after = edit_photo(self.model, x, src, dst, method=method, strength=strength,
+        x = load_photo(photo, m).to(m.device)
+        src = m.labels([])
+        dst = m.labels(attrs)
+        after = edit_photo(m, x, src, dst, method=method, strength=strength,
                            settings=s)
         before = model_to_uint8(x.cpu())[0]
         info = (f"before | after: {' '.join(attrs)} · {method}, {s.steps} steps, guidance "

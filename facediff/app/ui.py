@@ -91,6 +91,7 @@ def _generate_tab(session: Session) -> None:
     # Lay out the widgets.
     with gr.Tab("Generate"), gr.Row():
         with gr.Column(scale=1, min_width=300):
+            gr.Markdown(session.note, visible=bool(session.note), elem_id="model-note")
             n = gr.Number(16, label=f"Number of images (1-{lim.max_images})",
                           precision=0, elem_id="n-images")
             sampler = gr.Dropdown(list(SAMPLERS), value=defaults.sampler, label="Sampler")
@@ -192,7 +193,7 @@ def _interpolate_tab(session: Session) -> None:
 
 def _edit_tab(session: Session) -> None:
     """Edit a photo (conditional models): switch attributes, see before | after."""
-    defaults, lim, names = session.model.settings(), session.limits, _names(session)
+    defaults, lim, names = session.edit_model.settings(), session.limits, _names(session)
     with gr.Tab("Edit a photo"):
         if not names:
             gr.Markdown("This model is unconditional: editing needs a model trained "

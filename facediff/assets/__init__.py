@@ -34,7 +34,14 @@ class Bundled:
 UNCONDITIONAL = Bundled("celebahq-32", "unconditional faces, 32x32, trained on CelebA-HQ 64 px")
 CONDITIONAL = Bundled("celeba-attrs-32", "faces with 8 CelebA attributes under control "
                                          "(Male, Smiling, Eyeglasses, ...), 32x32")
-BUNDLED: dict[str, Bundled] = {b.name: b for b in (UNCONDITIONAL, CONDITIONAL)}
+# few-step students of the two (facediff distill: 4 DDIM steps); the app serves them
+UNCONDITIONAL_FAST = Bundled("celebahq-32-fast", "celebahq-32 distilled to 4 DDIM steps "
+                                                 "(unconditional faces, 32x32)")
+CONDITIONAL_FAST = Bundled("celeba-attrs-32-fast", "celeba-attrs-32 distilled to 4 DDIM steps, "
+                                                   "guidance inside (8 attributes, 32x32)")
+BUNDLED: dict[str, Bundled] = {b.name: b for b in (UNCONDITIONAL, CONDITIONAL,
+                                                   UNCONDITIONAL_FAST, CONDITIONAL_FAST)
+                               if (b.path / "config.yaml").is_file()}
 # the CLI's help for a model argument that defaults to the bundled models
 MODEL_HELP = ("model dir, run dir or bundled model name (default: the bundled face model; with "
               "--attr, the bundled attribute model)")
@@ -54,6 +61,13 @@ def resolve_model(path: str | Path | None, conditional: bool = False) -> Path:
     if str(path) in BUNDLED:
         return BUNDLED[str(path)].path
     raise ModelNotFoundError(f"model not found: {p} (bundled models: {', '.join(BUNDLED)})")
+
+
+def fast_default(conditional: bool = False) -> Path:
+    """The default model where speed matters (the web app): the few-step companion of the
+    default bundled model when it is bundled, else the default model itself."""
+    fast = CONDITIONAL_FAST if conditional else UNCONDITIONAL_FAST
+    return fast.path if fast.name in BUNDLED else resolve_model(None, conditional)
 
 
 def describe(b: Bundled) -> str:

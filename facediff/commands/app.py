@@ -18,7 +18,9 @@ log = logging.getLogger("facediff")
 def add_parser(commands: Commands) -> None:
     a = commands.add(NAME, "serve a web page to generate, interpolate and edit faces (Gradio)")
     a.add_argument("model", nargs="?", help="model dir, run dir or bundled model name "
-                                            "(default: the bundled attribute model)")
+                                            "(default: the bundled attribute model's 4-step "
+                                            "distilled companion, celeba-attrs-32-fast; "
+                                            "photos are edited by its teacher)")
     shared.add_device(a)
     a.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (0.0.0.0: reachable from other machines)")
@@ -50,15 +52,22 @@ def run(args: argparse.Namespace) -> int:
             raise
         raise FacediffError(f"the web app needs gradio ({e.name} is missing): "
                             "pip install 'facediff[app]'") from None
-    from facediff.api import load
+    from facediff.api import load, load_editor
     from facediff.app.logic import Limits, Session
+    from facediff.assets import fast_default
 
-    model = load(args.model, device=device, conditional=True, precision=args.precision)
+    path = args.model if args.model is not None else fast_default(conditional=True)
+    model = load(path, device=device, conditional=True, precision=args.precision)
+    editor = load_editor(model)
     session = Session(model, Limits(max_images=args.max_images, max_steps=args.max_steps,
                                     max_batch=args.max_batch,
-                                    max_upload_mb=args.max_upload_mb))
+                                    max_upload_mb=args.max_upload_mb),
+                      editor=None if editor is model else editor)
     log.info("serving %s on http://%s:%d (Ctrl+C to stop)", session.summary(), args.host,
              args.port)
+    if session.editor is not None:
+        log.info("photos are edited by %s (the distilled model's teacher: editing inverts a "
+                 "photo over many steps)", session.editor.source)
     log.info("grids for download are written to %s (removed at shutdown)", session.out_dir)
     # SIGTERM (a service manager, `kill`) stops the app the way Ctrl+C does, so that its
     # temporary files are removed on that path too

@@ -3,8 +3,11 @@ of a conditional model."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from diffusers import UNet2DModel
+from diffusers.models.attention_processor import Attention, AttnProcessor, AttnProcessor2_0
 
 from facediff.config import Config, sample_shape
 from facediff.model.autoencoder import build_first_stage
@@ -50,6 +53,34 @@ def build_unet(cfg: Config, conditional: bool = False) -> UNet2DModel:
         resnet_time_scale_shift=m.resnet_time_scale_shift,
         class_embed_type="identity" if conditional else None,
     )
+
+
+AttentionKernel = Literal["auto", "sdpa", "math"]
+ATTENTION_KERNELS = ("auto", "sdpa", "math")
+
+
+def resolve_attention(kernel: str, device: torch.device) -> str:
+    """``auto``: the plain matmul-softmax-matmul attention on CPUs, PyTorch's
+    scaled_dot_product_attention elsewhere. On this project's CPU (2 Zen 4 cores, bf16 autocast)
+    the CPU flash-attention kernel behind SDPA made the 32-64-128 U-Net's training step 14%
+    slower at batch 32 and 10% at batch 128 (its backward alone took 4% of the step; the
+    numbers are in docs/performance.md, "A faster training step")."""
+    if kernel not in ATTENTION_KERNELS:
+        raise ValueError(f"attention kernel must be one of {', '.join(ATTENTION_KERNELS)}, "
+                         f"got {kernel!r}")
+    if kernel == "auto":
+        return "math" if device.type == "cpu" else "sdpa"
+    return kernel
+
+
+def set_attention(net: torch.nn.Module, kernel: str, device: torch.device) -> str:
+    """Give every attention layer of ``net`` the kernel ``kernel`` resolves to on ``device``
+    (the weights and the maths are the same; only speed and rounding differ). Returns it."""
+    chosen = resolve_attention(kernel, device)
+    for module in net.modules():
+        if isinstance(module, Attention):
+            module.set_processor(AttnProcessor() if chosen == "math" else AttnProcessor2_0())
+    return chosen
 
 
 def count_parameters(module: torch.nn.Module) -> int:

@@ -37,6 +37,7 @@ from facediff.diffusion.sampling import check_sampling, generate
 from facediff.errors import ConfigError, FacediffError
 from facediff.model import build_net, count_parameters
 from facediff.model.autoencoder import FirstStage, load_autoencoder, weights_digest
+from facediff.model.unet import set_attention
 from facediff.train import checkpoint as ckpt
 from facediff.train.ema import HalfLifeEMA
 from facediff.train.lock import RunLock, RunLockedError
@@ -343,6 +344,7 @@ class Trainer:
         self.net = build_net(self.cfg)  # U-Net (+ condition embedding): saved and sampled
         if self.first_stage is not None:  # a latent model: its frozen autoencoder
             self.net.first_stage.load_state_dict(self.first_stage.state_dict())
+        set_attention(self.net, tc.attention, self.device)
         self.objective = DiffusionObjective(self.cfg.diffusion)
         self.channels_last = self.device.type == "cuda" if tc.channels_last is None \
             else tc.channels_last
