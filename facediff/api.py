@@ -187,17 +187,17 @@ def load_editor(model: FaceModel) -> FaceModel:
     from facediff.assets import resolve_model
     from facediff.errors import ModelNotFoundError
 
-    cfg, found = model.config, None
+    cfg = model.config
+    found_name: str | None = None
     for _ in range(8):  # a distillation of a distillation of ...: at most a few links
         name = cfg.distill.teacher
         if not (cfg.distill.teacher_digest and name):
             break
         try:
-            path = resolve_model(name)
-            cfg = read_model(path)[0]
+            cfg = read_model(resolve_model(name))[0]
         except (ModelNotFoundError, FacediffError):
             break
-        found = path
-    if found is None:
+        found_name = name  # a bundled name stays a name: the source reads "bundled ..."
+    if found_name is None:
         return model
-    return load(found, device=model.device, precision=model.precision)
+    return load(found_name, device=model.device, precision=model.precision)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 from facediff.commands import arguments as shared
 from facediff.commands.arguments import Commands
 from facediff.errors import FacediffError
+
+log = logging.getLogger("facediff")
 
 NAME = "edit"
 
@@ -42,7 +45,13 @@ def run(args: argparse.Namespace) -> int:
     if not 0.0 < args.strength <= 1.0:  # NaN fails this too
         raise FacediffError(f"--strength must be in (0, 1], got {args.strength}")
     out = shared.writable_file(args.out)
-    model = shared.load_model(args, conditional=True)
+    from facediff.api import load_editor
+
+    distilled = shared.load_model(args, conditional=True)
+    model = load_editor(distilled)  # a few-step student cannot invert: its teacher edits
+    if model is not distilled:
+        log.info("editing with %s, the teacher of the distilled %s", model.source,
+                 distilled.source)
     settings = edit_settings(model, shared.sampling_settings(args))
     photo = load_photo(args.photo, model).to(model.device)
     src = model.labels(args.from_attr)
