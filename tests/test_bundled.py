@@ -14,7 +14,16 @@ import torch
 from safetensors import safe_open
 
 import facediff
-from facediff.assets import BUNDLED, CONDITIONAL, UNCONDITIONAL, describe, resolve_model
+from facediff.assets import (
+    BUNDLED,
+    CONDITIONAL,
+    CONDITIONAL_FAST,
+    UNCONDITIONAL,
+    UNCONDITIONAL_FAST,
+    describe,
+    fast_default,
+    resolve_model,
+)
 from facediff.cli import main
 from facediff.errors import ModelNotFoundError
 
@@ -61,6 +70,24 @@ def test_defaults_pick_the_bundled_models():
     assert facediff.load(conditional=True, device="cpu").spec.names
     with pytest.raises(ModelNotFoundError, match="bundled models"):
         resolve_model("no-such-model")
+
+
+@pytest.mark.parametrize(("fast", "teacher"), [(UNCONDITIONAL_FAST, UNCONDITIONAL),
+                                              (CONDITIONAL_FAST, CONDITIONAL)])
+def test_each_model_has_a_4_step_companion_that_the_app_serves(fast, teacher):
+    """The distilled companions: 4 DDIM steps from their own config, the teacher's
+    conditions, the app's default, and their photos edited by the bundled teacher."""
+    from facediff.api import load_editor
+
+    assert fast.name in BUNDLED
+    model = facediff.load(fast.name, device="cpu")
+    s, d = model.config.sample, model.config.distill
+    assert (s.sampler, s.steps, s.guidance) == ("ddim", 4, 1.0)
+    assert d.teacher == teacher.name and d.teacher_digest
+    full = facediff.load(teacher.name, device="cpu")
+    assert model.spec.names == full.spec.names
+    assert fast_default(conditional=bool(full.spec.names)) == fast.path
+    assert load_editor(model).source == f"bundled {teacher.name}"
 
 
 def test_a_path_on_disk_wins_over_a_bundled_name(tmp_path: Path, monkeypatch):
