@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 import facediff
+from facediff.assets import BUNDLED
 from facediff.cli import main
 from tests.conftest import assert_one_line_exit_2, tiny_args
 
@@ -97,7 +98,7 @@ def test_errors_from_a_real_process_have_no_traceback(tmp_path: Path):
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
         f"facediff: error: model not found: {tmp_path / 'nothing'} "
-        "(bundled models: celebahq-32, celeba-attrs-32)"]
+        f"(bundled models: {', '.join(BUNDLED)})"]
 
 
 def test_sample_on_unknown_sampler(trained: Path, tmp_path: Path, capsys):
