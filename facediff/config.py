@@ -102,8 +102,8 @@ class TrainConfig:
     # torch.compile the training forward pass: pays off on GPUs; on a 2-core CPU it took 87 s
     # to compile and was not faster (bench/peers.py, docs/performance.md)
     compile: bool = False
-    # the attention layers' kernel: auto = plain matmul-softmax on CPUs (the CPU flash kernel
-    # cost 10-14% of a training step here, docs/performance.md), PyTorch SDPA on GPUs
+    # the attention layers' kernel in training: auto = plain matmul-softmax on CPUs (6-22%
+    # faster steps than SDPA's CPU flash kernel here, docs/performance.md), SDPA on GPUs
     attention: Literal["auto", "sdpa", "math"] = "auto"
     # EMA length in images seen (EDM): decay per step = 0.5 ** (batch / half-life); during
     # ramp-up the half-life is at most ema_rampup * images seen, so short runs are not noise.

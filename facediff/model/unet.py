@@ -3,8 +3,6 @@ of a conditional model."""
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from diffusers import UNet2DModel
 from diffusers.models.attention_processor import Attention, AttnProcessor, AttnProcessor2_0
@@ -55,16 +53,15 @@ def build_unet(cfg: Config, conditional: bool = False) -> UNet2DModel:
     )
 
 
-AttentionKernel = Literal["auto", "sdpa", "math"]
 ATTENTION_KERNELS = ("auto", "sdpa", "math")
 
 
 def resolve_attention(kernel: str, device: torch.device) -> str:
     """``auto``: the plain matmul-softmax-matmul attention on CPUs, PyTorch's
-    scaled_dot_product_attention elsewhere. On this project's CPU (2 Zen 4 cores, bf16 autocast)
-    the CPU flash-attention kernel behind SDPA made the 32-64-128 U-Net's training step 14%
-    slower at batch 32 and 10% at batch 128 (its backward alone took 4% of the step; the
-    numbers are in docs/performance.md, "A faster training step")."""
+    scaled_dot_product_attention elsewhere. On this project's CPU (2 Zen 4 cores, bf16
+    autocast) the plain kernel made the 32-64-128 U-Net's training step 6-22% faster than the
+    CPU flash-attention kernel behind SDPA, whose backward alone had taken 4% of the step
+    (docs/performance.md, "A faster training step"). At inference the two were the same."""
     if kernel not in ATTENTION_KERNELS:
         raise ValueError(f"attention kernel must be one of {', '.join(ATTENTION_KERNELS)}, "
                          f"got {kernel!r}")
