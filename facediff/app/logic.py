@@ -196,12 +196,13 @@ class Session:
         return int(seed)  # type: ignore[arg-type]
 
     def settings(self, *, sampler: str, steps: float | None, guidance: float | None = None,
-                 seed: float | None = 0) -> SamplingSettings:
+                 seed: float | None = 0, model: FaceModel | None = None) -> SamplingSettings:
         """A request's sampling settings, checked (a FacediffError names the wrong field) and
-        resolved against the model's defaults."""
+        resolved against the defaults of ``model`` (default: the served model)."""
         _, steps_i = self.check(1, steps, sampler, guidance)
-        return self.model.settings(sampler=sampler, steps=steps_i, guidance=guidance,
-                                   seed=self.pick_seed(seed, False))
+        return (model or self.model).settings(sampler=sampler, steps=steps_i,
+                                              guidance=guidance,
+                                              seed=self.pick_seed(seed, False))
 
     def generate(
         self, n: float | None, sampler: str, steps: float | None, seed: float | None, *,
@@ -290,9 +291,8 @@ class Session:
         attrs = self.attrs(changes)
         if not attrs:
             raise FacediffError("Choose at least one attribute to change.")
-        _, steps_i = self.check(1, steps, "ddim", guidance)
-        s = edit_settings(m, m.settings(sampler="ddim", steps=steps_i, guidance=guidance,
-                                        seed=0))
+        s = edit_settings(m, self.settings(sampler="ddim", steps=steps, guidance=guidance,
+                                           model=m))
         started = time.perf_counter()
         x = load_photo(photo, m).to(m.device)
         src = m.labels([])

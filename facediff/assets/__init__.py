@@ -40,8 +40,7 @@ UNCONDITIONAL_FAST = Bundled("celebahq-32-fast", "celebahq-32 distilled to 4 DDI
 CONDITIONAL_FAST = Bundled("celeba-attrs-32-fast", "celeba-attrs-32 distilled to 4 DDIM steps, "
                                                    "guidance inside (8 attributes, 32x32)")
 BUNDLED: dict[str, Bundled] = {b.name: b for b in (UNCONDITIONAL, CONDITIONAL,
-                                                   UNCONDITIONAL_FAST, CONDITIONAL_FAST)
-                               if (b.path / "config.yaml").is_file()}
+                                                   UNCONDITIONAL_FAST, CONDITIONAL_FAST)}
 # the CLI's help for a model argument that defaults to the bundled models
 MODEL_HELP = ("model dir, run dir or bundled model name (default: the bundled face model; with "
               "--attr, the bundled attribute model)")
@@ -65,9 +64,8 @@ def resolve_model(path: str | Path | None, conditional: bool = False) -> Path:
 
 def fast_default(conditional: bool = False) -> Path:
     """The default model where speed matters (the web app): the few-step companion of the
-    default bundled model when it is bundled, else the default model itself."""
-    fast = CONDITIONAL_FAST if conditional else UNCONDITIONAL_FAST
-    return fast.path if fast.name in BUNDLED else resolve_model(None, conditional)
+    default bundled model."""
+    return (CONDITIONAL_FAST if conditional else UNCONDITIONAL_FAST).path
 
 
 def describe(b: Bundled) -> str:
