@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from facediff import __version__
+from facediff.allocator import tune_allocator
 from facediff.commands import (
     app,
     autoencoder,
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.quiet)
+    tune_allocator()
     run = {c.NAME: c.run for c in COMMANDS}[args.command]
     try:
         return run(args)

@@ -116,6 +116,13 @@ class TrainConfig:
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
     val_every: int = 500
+    # warm start: a new run starts from this model's weights (an export, a run dir or a
+    # bundled name; `facediff train --init`) instead of random ones; a resumed run ignores
+    # it. init_digest and init_images record what it started from: its weights' digest and
+    # the images those weights had seen (over all its pieces), for the model card.
+    init: str | None = None
+    init_digest: str | None = None
+    init_images: int = 0
     early_stop_patience: int = 0  # validations without improvement before stopping; 0 = off
     early_stop_min_delta: float = 0.0  # a smaller decrease of the validation loss is no gain
     # conditional models: drop the whole condition (-> unconditional, for guidance) with

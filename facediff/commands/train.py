@@ -35,6 +35,11 @@ def add_parser(commands: Commands) -> None:
                    help="train a latent diffusion model on this autoencoder's latents (a "
                         "`facediff autoencoder train` run or export); a resumed run keeps "
                         "its own copy")
+    p.add_argument("--init", metavar="MODEL",
+                   help="start a new run from this model's weights (an export, a run dir or "
+                        "a bundled name): to train a model on in a new run dir, or fine-tune "
+                        "it; with no --preset/--config the run takes the model's config. A "
+                        "resumed run ignores it")
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
@@ -122,6 +127,13 @@ def run_config(args: argparse.Namespace, run_dir: Path) -> Config:
     overrides = list(args.overrides)
     if args.max_steps:
         overrides.append(f"train.max_steps={args.max_steps}")
+    init = getattr(args, "init", None)
+    if init:
+        from facediff.assets import resolve_model
+
+        resolve_model(init)  # a missing model: one line now, before the data loads
+        if Path(init).expanduser().exists():  # a path (not a bundled name), made absolute
+            init = str(Path(init).expanduser().resolve())
     saved = run_dir / "config.yaml"
     if saved.is_file():
         base = Config.load(saved)
@@ -136,13 +148,33 @@ def run_config(args: argparse.Namespace, run_dir: Path) -> Config:
             log.warning("data path changed from %s to %s", base.data.path, data_path)
             base.data.path = data_path
         cfg = resolve_config(base=base, overrides=overrides)
+        if init and init != base.train.init:
+            log.warning("resuming %s from its checkpoints; --init ignored", run_dir)
+    elif init and not (args.preset or args.config):
+        cfg = resolve_config(base=init_config(init), overrides=overrides)
+        cfg.train.init = init
     else:
         cfg = resolve_config(preset=args.preset if not args.config else None,
                              config_file=args.config, overrides=overrides)
+        if init:
+            cfg.train.init = init
         if data_path:  # a path is taken as it is, never parsed as YAML
             cfg.data.path = data_path
         if args.labels:
             cfg.data.labels = str(Path(args.labels).expanduser().resolve())
     if cfg.data.path:
         cfg.data.path = str(Path(cfg.data.path).expanduser())
+    return cfg
+
+
+def init_config(model: str) -> Config:
+    """The config of the model a new run starts from (``--init`` with no preset), ready to
+    train on: its conditions kept (the data must give the same), its record of what it
+    started from and how far it trained cleared (the trainer fills them in anew)."""
+    from facediff.train.checkpoint import read_model
+
+    cfg, _, _ = read_model(model)
+    if cfg.conditions and cfg.data.conditions is None:
+        cfg.data.conditions = [c.name for c in cfg.conditions]
+    cfg.train.init_digest, cfg.train.init_images = None, 0
     return cfg

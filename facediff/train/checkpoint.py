@@ -356,6 +356,15 @@ def read_model(path: str | Path | None, conditional: bool = False,
     raise CorruptError(f"no model in {p} can be read ({'; '.join(skipped)})")
 
 
+def model_step(where: Path) -> int | None:
+    """The training step of a model folder (an export's recorded step, a checkpoint's from
+    its name; None: not known)."""
+    if is_exported_model(where):
+        return exported_step(where)
+    m = _STEP_RE.match(where.name)
+    return int(m.group(1)) if m else None
+
+
 def exported_step(export: Path) -> int | None:
     """The training step an exported model dir was written at (None: not recorded)."""
     try:

@@ -25,6 +25,7 @@ from accelerate import Accelerator
 from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
+from facediff.assets import resolve_model
 from facediff.config import Condition, Config, run_task, sample_shape
 from facediff.data import ImageSet, load_data
 from facediff.data.conditions import UNSPECIFIED
@@ -96,8 +97,10 @@ def step_seed(seed: int, step: int) -> int:
     return (seed * 1_000_003 + step * 7_919 + 17) % (2**63 - 1)
 
 
-def check_resumable(saved: Config, new: Config) -> None:
-    """A run may change training settings on resume, not what the network is or learns."""
+def check_resumable(saved: Config, new: Config, *, init: str | None = None) -> None:
+    """A run may change training settings on resume, not what the network is or learns;
+    ``init``: ``saved`` is the model a new run warm-starts from (``train.init``), which must
+    be the same network trained on the same conditions."""
     a, b = saved.distill.teacher_digest, new.distill.teacher_digest
     if run_task(saved) == run_task(new) == "distill" and a != b:
         raise ConfigError(f"cannot resume with a different teacher: this run distils the model "
@@ -114,6 +117,9 @@ def check_resumable(saved: Config, new: Config) -> None:
         "distillation": (_distill_identity(saved), _distill_identity(new)),
     }
     for name, (a, b) in fixed.items():
+        if a != b and init is not None:
+            raise ConfigError(f"cannot start from {init} (train.init): its {name} is {a}, "
+                              f"this run's is {b}")
         if a != b:
             raise ConfigError(
                 f"cannot resume with a different {name}: the checkpoint was trained with "
@@ -845,6 +851,32 @@ class Trainer:
         if latest[0] is not None:
             self.resume_from(Path(latest[0]), found[1] if found is not None else None)
             self.saved_step = self.step
+        elif self.cfg.train.init:
+            self.warm_start(self.cfg.train.init)
+
+    def warm_start(self, model: str) -> None:
+        """Start this new run from ``model``'s EMA weights (``train.init``): the network and
+        its EMA both begin there, and the EMA's ramp-up counts the images those weights had
+        seen, so the average continues rather than restarts. The optimizer, the lr schedule
+        and the step begin anew. The model must be this run's network, objective, size and
+        conditions (else a ConfigError naming what differs)."""
+        if self.task != "diffusion":
+            raise ConfigError(f"train.init starts a diffusion run from a model; this run "
+                              f"trains {_TASK_WHAT[self.task]}")
+        saved, weights, source = ckpt.read_model(model)
+        check_resumable(saved, self.cfg, init=source)
+        self.net.load_state_dict(weights)
+        state = self.net.state_dict()
+        self.ema.load_named_state(self.net, state)
+        self.ema_net.load_state_dict(state)
+        tc = self.cfg.train
+        where = resolve_model(model) if source.startswith("bundled ") else Path(source)
+        step = ckpt.model_step(where) or 0
+        tc.init_images = saved.train.init_images + step * saved.train.batch_size
+        tc.init_digest = weights_digest(weights)
+        self.ema.optimization_step = tc.init_images // tc.batch_size
+        if self.accelerator.is_main_process:
+            log.info("starting from %s (%d images seen before)", source, tc.init_images)
 
     def _announce(self) -> None:
         """Save the run's config and say what is being trained, where and how."""
