@@ -1,0 +1,113 @@
+"""Train one piece of a release model (issue 21; docs/training-plan.md), whatever the machine
+kept: resume its run dir, or warm-start from the export committed in the repo if the run dir
+is gone or behind it, then export the piece back into the repo.
+
+    python bench/piece.py celebahq-64 --minutes 120
+    python bench/piece.py anime-64 --minutes 120 --threads 1   # two pieces side by side
+
+Steps:
+1. The data split (bench/split.py, deterministic) is made if it is missing.
+2. Which start has seen more images: the run dir (~/runs/RUN: its newest checkpoint) or the
+   committed export (exports/MODEL: its recorded step, plus the images its own start had
+   seen). The run dir wins a tie: it has the optimizer state and resumes exactly. A run dir
+   that is behind is moved aside (RUN.behind-DATE), not deleted.
+3. `facediff train` for --minutes (`--time-limit`: it checkpoints and exports at the end),
+   at nice 19 with --threads OpenMP threads.
+4. `facediff export RUN --out exports/MODEL --half`: commit that folder (8-25 MB of fp16
+   weights; never the checkpoints), so the next session can go on even on a new machine.
+Prints the images seen before and after; add the row to docs/training-plan.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from facediff.config import Config
+from facediff.train import checkpoint as ck
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "datasets"
+DATA = Path("~/data").expanduser()
+RUNS = Path("~/runs").expanduser()
+
+# model -> (run dir, dataset, held-out n, split dir, extra `facediff train` arguments)
+MODELS: dict[str, tuple[str, str, int, str, list[str]]] = {
+    "celebahq-64": ("pixel64", "celebahq-128", 2000, "celebahq128", ["--preset", "pixel64"]),
+    "anime-64": ("anime64", "anime-faces-64", 1500, "anime64", ["--preset", "pixel64"]),
+}
+
+
+def images_seen(cfg: Config, step: int) -> int:
+    """The images a model's weights have seen over all its pieces."""
+    return cfg.train.init_images + step * cfg.train.batch_size
+
+
+def run_images(run: Path) -> int | None:
+    latest = ck.list_checkpoints(run)
+    if not latest or not (run / "config.yaml").is_file():
+        return None
+    return images_seen(Config.load(run / "config.yaml"), latest[-1][0])
+
+
+def export_images(export: Path) -> int | None:
+    if not ck.is_exported_model(export):
+        return None
+    return images_seen(Config.load(export / "config.yaml"), ck.exported_step(export) or 0)
+
+
+def facediff(*args: str, env: dict[str, str]) -> int:
+    cmd = ["nice", "-n", "19", sys.executable, "-m", "facediff", *args]
+    print("$", " ".join(cmd[3:]), flush=True)
+    return subprocess.run(cmd, env=env).returncode
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("model", choices=sorted(MODELS))
+    p.add_argument("--minutes", type=float, required=True, help="the piece's --time-limit")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--dry-run", action="store_true", help="say what would run, run nothing")
+    args = p.parse_args()
+    run_name, dataset, held_out, split, extra = MODELS[args.model]
+    run, export = RUNS / run_name, REPO / "exports" / args.model
+    data = DATA / split
+    if not (data / "train").is_dir() and not args.dry_run:
+        subprocess.run([sys.executable, str(REPO / "bench" / "split.py"), "--data",
+                        str(SHARED / dataset), "--out", str(data), "--n", str(held_out)],
+                       check=True)
+    have_run, have_export = run_images(run), export_images(export)
+    train = ["train", "--data", str(data / "train"), "--out", str(run),
+             "--time-limit", f"{args.minutes:g}", "--no-progress"]
+    if have_run is not None and (have_export is None or have_run >= have_export):
+        print(f"resuming {run}: {have_run:,} images seen")
+    elif have_export is not None:
+        print(f"starting from {export}: {have_export:,} images seen"
+              + (f" (the run dir had {have_run:,})" if have_run is not None else ""))
+        if run.exists() and not args.dry_run:
+            aside = run.with_name(f"{run.name}.behind-{datetime.date.today()}")
+            run.rename(aside)
+            print(f"moved the run dir that was behind to {aside}")
+        train += ["--init", str(export)]
+    else:
+        print(f"starting {args.model} from scratch in {run}")
+    train += extra
+    if args.dry_run:
+        print("$ facediff", " ".join(train))
+        return 0
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    code = facediff(*train, env=env)
+    if code not in (0, 130) or not ck.is_exported_model(run / ck.EXPORT_DIR):
+        print(f"training ended with exit code {code}; nothing exported", file=sys.stderr)
+        return code or 1
+    code = facediff("export", str(run), "--out", str(export), "--half", env=env)
+    print(f"{args.model}: {export_images(export) or 0:,} images seen; commit {export}")
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
