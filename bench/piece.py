@@ -25,6 +25,7 @@ import datetime
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from facediff.config import Config
@@ -35,10 +36,27 @@ SHARED = REPO.parent / "shared" / "datasets"
 DATA = Path("~/data").expanduser()
 RUNS = Path("~/runs").expanduser()
 
-# model -> (run dir, dataset, held-out n, split dir, extra `facediff train` arguments)
-MODELS: dict[str, tuple[str, str, int, str, list[str]]] = {
-    "celebahq-64": ("pixel64", "celebahq-128", 2000, "celebahq128", ["--preset", "pixel64"]),
-    "anime-64": ("anime64", "anime-faces-64", 1500, "anime64", ["--preset", "pixel64"]),
+ATTRS = "Male,Smiling,Eyeglasses,Young,Blond_Hair,Black_Hair,Bangs,Wearing_Hat"
+
+
+@dataclass
+class Plan:
+    """How one release model trains: its run dir, its data and the train arguments.
+    ``held_out``: bench/split.py's --n, into ~/data/SPLIT; None: the dataset's own split."""
+
+    run: str
+    dataset: str
+    extra: list[str]
+    held_out: int | None = None
+    split: str = ""
+
+
+MODELS = {
+    "celebahq-64": Plan("pixel64", "celebahq-128", ["--preset", "pixel64"], 2000, "celebahq128"),
+    "anime-64": Plan("anime64", "anime-faces-64", ["--preset", "pixel64"], 1500, "anime64"),
+    # the official train split (4,560 of the 6,000), the 8 attributes of celeba-attrs-32
+    "celeba-attrs-64": Plan("celeba-attrs64", "celeba-6k", [
+        "--preset", "pixel64", "--set", "data.split=train", "--set", f"data.conditions={ATTRS}"]),
 }
 
 
@@ -73,15 +91,15 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--dry-run", action="store_true", help="say what would run, run nothing")
     args = p.parse_args()
-    run_name, dataset, held_out, split, extra = MODELS[args.model]
-    run, export = RUNS / run_name, REPO / "exports" / args.model
-    data = DATA / split
-    if not (data / "train").is_dir() and not args.dry_run:
+    plan = MODELS[args.model]
+    run, export = RUNS / plan.run, REPO / "exports" / args.model
+    data = DATA / plan.split / "train" if plan.held_out else SHARED / plan.dataset
+    if plan.held_out and not data.is_dir() and not args.dry_run:
         subprocess.run([sys.executable, str(REPO / "bench" / "split.py"), "--data",
-                        str(SHARED / dataset), "--out", str(data), "--n", str(held_out)],
-                       check=True)
+                        str(SHARED / plan.dataset), "--out", str(data.parent),
+                        "--n", str(plan.held_out)], check=True)
     have_run, have_export = run_images(run), export_images(export)
-    train = ["train", "--data", str(data / "train"), "--out", str(run),
+    train = ["train", "--data", str(data), "--out", str(run),
              "--time-limit", f"{args.minutes:g}", "--no-progress"]
     if have_run is not None and (have_export is None or have_run >= have_export):
         print(f"resuming {run}: {have_run:,} images seen")
@@ -95,7 +113,7 @@ def main() -> int:
         train += ["--init", str(export)]
     else:
         print(f"starting {args.model} from scratch in {run}")
-    train += extra
+    train += plan.extra
     if args.dry_run:
         print("$ facediff", " ".join(train))
         return 0

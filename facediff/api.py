@@ -31,7 +31,7 @@ from facediff.diffusion.samplers import SamplingSettings
 from facediff.diffusion.sampling import Callback, generate
 from facediff.errors import FacediffError
 from facediff.model import Network, build_net
-from facediff.train.checkpoint import CorruptError, export_model, read_model
+from facediff.train.checkpoint import CorruptError, export_model, read_model, source_step
 
 __all__ = ["Attrs", "FaceModel", "default_device", "load"]
 
@@ -56,6 +56,7 @@ class FaceModel:
     net: Network
     source: str = ""
     precision: str = "auto"
+    step: int | None = None  # the training step of its weights (None: not recorded)
 
     def __post_init__(self) -> None:
         check_precision(self.precision)
@@ -145,7 +146,7 @@ class FaceModel:
     def save(self, path: str | Path, half: bool = False) -> Path:
         """Export as config.yaml + weights.safetensors (optionally in float16)."""
         return export_model(path, self.config, self.net.state_dict(),
-                            dtype=torch.float16 if half else None)
+                            dtype=torch.float16 if half else None, step=self.step)
 
 
 def load(path: str | Path | None = None, device: str | torch.device | None = None,
@@ -174,7 +175,7 @@ def load(path: str | Path | None = None, device: str | torch.device | None = Non
     net.eval().requires_grad_(False).to(dev)
     if dev.type == "cpu" and net.config.sample_size >= CHANNELS_LAST_FROM:
         net.to(memory_format=torch.channels_last)
-    return FaceModel(cfg, net, source, precision)
+    return FaceModel(cfg, net, source, precision, source_step(path, source, conditional))
 
 
 def load_editor(model: FaceModel) -> FaceModel:

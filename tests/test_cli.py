@@ -64,6 +64,7 @@ def test_python_api_matches_the_cli(trained: Path, tmp_path: Path):
 def test_export_half_and_sample_from_export(trained: Path, tmp_path: Path):
     assert main(["export", str(trained), "--out", str(tmp_path / "m"), "--half"]) == 0
     model = facediff.load(tmp_path / "m", device="cpu")
+    assert model.step == 6  # the step travels with the weights (warm starts count on it)
     assert len(model.sample(n=1, steps=2)) == 1
 
 

@@ -45,7 +45,7 @@ def test_a_warm_start_begins_at_the_models_weights_and_counts_its_images(
     assert trainer.fit().step == 2
     saved = Config.load(tmp_path / "b" / "config.yaml")
     assert saved.train.init_images == 4 * 8
-    assert saved.train.init_digest == weights_digest(a)
+    assert saved.train.init_digest == weights_digest(a)  # (a pixel model: all its weights)
     # the EMA's ramp-up goes on from the images seen before: 4 earlier steps + 2 here
     state = torch.load(ck.latest_checkpoint(tmp_path / "b") / "state.pt", weights_only=False)
     assert state["ema_optimization_step"] == 6

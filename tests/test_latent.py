@@ -327,3 +327,23 @@ def test_autoencoder_eval_scores_and_writes_the_card(ae_run: Path, faces_dir: Pa
     card = (ae_run / "model" / "README.md").read_text()
     assert "test faces" in card and f"{scores['psnr']:.2f}" in card
     assert "PSNR" in capsys.readouterr().out
+
+
+def test_a_latent_model_warm_starts_from_its_fp16_export(faces_dir: Path, ae_run: Path,
+                                                         latent_run: Path, tmp_path: Path):
+    from facediff.config import Config
+
+    half = tmp_path / "half"
+    assert main(["export", str(latent_run), "--out", str(half), "--half"]) == 0
+    run = tmp_path / "b"
+    assert main(["train", "--out", str(run), *tiny_args(faces_dir), *_set(LATENT),
+                 "--autoencoder", str(ae_run), "--init", str(half), "--max-steps", "1",
+                 "-q"]) == 0
+    assert Config.load(run / "config.yaml").train.init_images == 6 * 8
+    # the frozen autoencoder is the run's own float32 one, not the export's rounded copy
+    ae = load_autoencoder(ae_run)[0].state_dict()
+    got = load_file(str(run / "model" / "weights.safetensors"))
+    rounded = load_file(str(half / "weights.safetensors"))
+    assert any(not torch.equal(v, rounded[f"first_stage.{k}"].float()) for k, v in ae.items())
+    for k, v in ae.items():
+        assert torch.equal(got[f"first_stage.{k}"], v), k

@@ -356,6 +356,13 @@ def read_model(path: str | Path | None, conditional: bool = False,
     raise CorruptError(f"no model in {p} can be read ({'; '.join(skipped)})")
 
 
+def source_step(path: str | Path | None, source: str, conditional: bool = False) -> int | None:
+    """The training step of the weights ``read_model(path, conditional)`` read, given the
+    ``source`` it described them with (None: not recorded)."""
+    where = resolve_model(path, conditional) if source.startswith("bundled ") else Path(source)
+    return model_step(where)
+
+
 def model_step(where: Path) -> int | None:
     """The training step of a model folder (an export's recorded step, a checkpoint's from
     its name; None: not known)."""

@@ -25,7 +25,6 @@ from accelerate import Accelerator
 from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
-from facediff.assets import resolve_model
 from facediff.config import Condition, Config, run_task, sample_shape
 from facediff.data import ImageSet, load_data
 from facediff.data.conditions import UNSPECIFIED
@@ -865,15 +864,22 @@ class Trainer:
                               f"trains {_TASK_WHAT[self.task]}")
         saved, weights, source = ckpt.read_model(model)
         check_resumable(saved, self.cfg, init=source)
-        self.net.load_state_dict(weights)
+        # a latent model keeps the run's own autoencoder (the same one: its digest was just
+        # checked), not the copy in the model, which an fp16 export has rounded
+        state = self.net.state_dict()
+        trained = {k: v for k, v in weights.items() if not k.startswith("first_stage.")}
+        keep = {k for k in state if k.startswith("first_stage.")}
+        if trained.keys() != state.keys() - keep:
+            raise ConfigError(f"the weights of {source} do not fit this run's network")
+        state.update({k: v.to(state[k].dtype) for k, v in trained.items()})
+        self.net.load_state_dict(state)
         state = self.net.state_dict()
         self.ema.load_named_state(self.net, state)
         self.ema_net.load_state_dict(state)
         tc = self.cfg.train
-        where = resolve_model(model) if source.startswith("bundled ") else Path(source)
-        step = ckpt.model_step(where) or 0
+        step = ckpt.source_step(model, source) or 0
         tc.init_images = saved.train.init_images + step * saved.train.batch_size
-        tc.init_digest = weights_digest(weights)
+        tc.init_digest = weights_digest(trained)
         self.ema.optimization_step = tc.init_images // tc.batch_size
         if self.accelerator.is_main_process:
             log.info("starting from %s (%d images seen before)", source, tc.init_images)
