@@ -30,6 +30,7 @@ from pathlib import Path
 
 from facediff.config import Config
 from facediff.train import checkpoint as ck
+from facediff.train.lock import RunLock, RunLockedError
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "datasets"
@@ -98,6 +99,13 @@ def main() -> int:
         subprocess.run([sys.executable, str(REPO / "bench" / "split.py"), "--data",
                         str(SHARED / plan.dataset), "--out", str(data.parent),
                         "--n", str(plan.held_out)], check=True)
+    if run.is_dir() and not args.dry_run:
+        try:  # a trainer at work in it (this script started twice): leave it alone
+            with RunLock(run):
+                pass
+        except RunLockedError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     have_run, have_export = run_images(run), export_images(export)
     train = ["train", "--data", str(data), "--out", str(run),
              "--time-limit", f"{args.minutes:g}", "--no-progress"]
@@ -107,7 +115,8 @@ def main() -> int:
         print(f"starting from {export}: {have_export:,} images seen"
               + (f" (the run dir had {have_run:,})" if have_run is not None else ""))
         if run.exists() and not args.dry_run:
-            aside = run.with_name(f"{run.name}.behind-{datetime.date.today()}")
+            stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+            aside = run.with_name(f"{run.name}.behind-{stamp}")
             run.rename(aside)
             print(f"moved the run dir that was behind to {aside}")
         train += ["--init", str(export)]
@@ -123,7 +132,8 @@ def main() -> int:
         print(f"training ended with exit code {code}; nothing exported", file=sys.stderr)
         return code or 1
     code = facediff("export", str(run), "--out", str(export), "--half", env=env)
-    print(f"{args.model}: {export_images(export) or 0:,} images seen; commit {export}")
+    if code == 0:
+        print(f"{args.model}: {export_images(export) or 0:,} images seen; commit {export}")
     return code
 
 

@@ -104,13 +104,19 @@ def main() -> None:
         if args.classifier:
             extra += ["--classifier", args.classifier]
         facediff(*score, "--ref", args.ref, *extra)
-        r["reference"] = json.loads((held / "results.json").read_text())
+        row = json.loads((held / "results.json").read_text())[0]
+        r["reference"] = row  # with the classifier: the control accuracy's keys too
     if not args.skip_timing:
         r["seconds_16"] = seconds(args.model, 16, 16)
         r["seconds_1000"] = seconds(args.model, 1000, args.batch_size)
     grid(args.model, out / "grid-2x.png")
     (out / "summary.json").write_text(json.dumps(r, indent=2))
     md = table(r)
+    ref = r.get("reference", {})
+    if "control_acc" in ref:
+        per = ", ".join(f"{k[4:]} {v:.3f}" for k, v in ref.items() if k.startswith("acc/"))
+        md += (f"\n\nAttribute accuracy (the classifier's reading): mean "
+               f"{ref['control_acc']:.3f}; {per}.")
     if "seconds_16" in r:
         md += (f"\n\nSampling on this machine: 16 faces in {r['seconds_16']:.1f} s, "
                f"1,000 in {r['seconds_1000']:.0f} s.")

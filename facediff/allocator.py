@@ -3,12 +3,13 @@
 By default glibc gives each allocation above a (dynamic) threshold its own ``mmap`` and
 returns it to the kernel on free, and trims the heap's top back as soon as 128 KiB are free.
 A CPU training step frees and reallocates the same few-MiB activations every step, so each
-step pays again for faulting in and zeroing fresh pages: about 80,000 page faults a second
-and 10-30% of the time in the kernel (a 64 px U-Net training on a 2-core AMD EPYC, fp32).
-Serving allocations up to 32 MiB from the heap and never trimming it made the same step
-17-22% faster (bench/allocator.py; docs/performance.md). It is what Intel's and PyTorch's
-CPU guides reach by preloading jemalloc or tcmalloc, done with glibc's own ``mallopt``, so
-nothing has to be installed. The price is memory: the process keeps its peak heap.
+step pays again for faulting in and zeroing fresh pages: about 60,000-80,000 page faults a
+second and 10-75% of the time in the kernel (a 64 px U-Net training on a 2-core AMD EPYC,
+fp32). Serving allocations up to 32 MiB from the heap and trimming it only above 2 GiB free
+made the same training step 21-39% faster and sampling 16-20% faster (bench/allocator.py;
+docs/performance.md). It is what Intel's and PyTorch's CPU guides reach by preloading
+jemalloc or tcmalloc, done with glibc's own ``mallopt``, so nothing has to be installed. The
+price is memory: the process keeps its peak heap.
 """
 
 from __future__ import annotations

@@ -118,8 +118,10 @@ class TrainConfig:
     val_every: int = 500
     # warm start: a new run starts from this model's weights (an export, a run dir or a
     # bundled name; `facediff train --init`) instead of random ones; a resumed run ignores
-    # it. init_digest and init_images record what it started from: its weights' digest and
-    # the images those weights had seen (over all its pieces), for the model card.
+    # it. init_digest and init_images record what it started from: the digest of the weights
+    # it trains (a latent model's frozen autoencoder left out) and the images those weights
+    # had seen over all earlier pieces. The data stream goes on from there (so a piece does
+    # not replay the first piece's batches), and bench/piece.py counts with it.
     init: str | None = None
     init_digest: str | None = None
     init_images: int = 0

@@ -128,13 +128,19 @@ def run_config(args: argparse.Namespace, run_dir: Path) -> Config:
     if args.max_steps:
         overrides.append(f"train.max_steps={args.max_steps}")
     init = getattr(args, "init", None)
+    saved = run_dir / "config.yaml"
+    if init and saved.is_file():
+        from facediff.train.checkpoint import list_checkpoints
+
+        if list_checkpoints(run_dir):
+            log.warning("resuming %s from its checkpoints; --init ignored", run_dir)
+            init = None
     if init:
         from facediff.assets import resolve_model
 
         resolve_model(init)  # a missing model: one line now, before the data loads
         if Path(init).expanduser().exists():  # a path (not a bundled name), made absolute
             init = str(Path(init).expanduser().resolve())
-    saved = run_dir / "config.yaml"
     if saved.is_file():
         base = Config.load(saved)
         if args.preset or args.config:
@@ -148,20 +154,18 @@ def run_config(args: argparse.Namespace, run_dir: Path) -> Config:
             log.warning("data path changed from %s to %s", base.data.path, data_path)
             base.data.path = data_path
         cfg = resolve_config(base=base, overrides=overrides)
-        if init and init != base.train.init:
-            log.warning("resuming %s from its checkpoints; --init ignored", run_dir)
-    elif init and not (args.preset or args.config):
-        cfg = resolve_config(base=init_config(init), overrides=overrides)
-        cfg.train.init = init
     else:
-        cfg = resolve_config(preset=args.preset if not args.config else None,
-                             config_file=args.config, overrides=overrides)
-        if init:
-            cfg.train.init = init
+        if init and not (args.preset or args.config):
+            cfg = resolve_config(base=init_config(init), overrides=overrides)
+        else:
+            cfg = resolve_config(preset=args.preset if not args.config else None,
+                                 config_file=args.config, overrides=overrides)
         if data_path:  # a path is taken as it is, never parsed as YAML
             cfg.data.path = data_path
         if args.labels:
             cfg.data.labels = str(Path(args.labels).expanduser().resolve())
+    if init:  # a new run, or one stopped before its first checkpoint
+        cfg.train.init = init
     if cfg.data.path:
         cfg.data.path = str(Path(cfg.data.path).expanduser())
     return cfg

@@ -311,8 +311,10 @@ def export_model(
     weights = _state_dict_cpu(ema_state, dtype)
     with _writing(tmp, out, "exported model"):
         (tmp / "config.yaml").write_text(cfg.to_yaml())
-        save_file(weights, str(tmp / "weights.safetensors"),
-                  metadata={"format": "pt", "facediff": "ema", "step": str(step or 0)})
+        meta = {"format": "pt", "facediff": "ema"}
+        if step is not None:  # unknown: not recorded, rather than a false 0
+            meta["step"] = str(step)
+        save_file(weights, str(tmp / "weights.safetensors"), metadata=meta)
     return out
 
 

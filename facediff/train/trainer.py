@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import logging
 import math
 import os
@@ -117,13 +118,21 @@ def check_resumable(saved: Config, new: Config, *, init: str | None = None) -> N
     }
     for name, (a, b) in fixed.items():
         if a != b and init is not None:
-            raise ConfigError(f"cannot start from {init} (train.init): its {name} is {a}, "
-                              f"this run's is {b}")
+            raise ConfigError(f"cannot start from {init} (train.init): {_differences(name, a, b)}"
+                              " differ (the model's, this run's)")
         if a != b:
             raise ConfigError(
                 f"cannot resume with a different {name}: the checkpoint was trained with "
                 f"{a} (start a new run dir to change it)"
             )
+
+
+def _differences(name: str, a: object, b: object) -> str:
+    """``name.field: a vs b`` for each field of two config sections that differs."""
+    if dataclasses.is_dataclass(a) and dataclasses.is_dataclass(b):
+        return "; ".join(f"{name}.{f.name}: {getattr(a, f.name)} vs {getattr(b, f.name)}"
+                         for f in dataclasses.fields(a) if getattr(a, f.name) != getattr(b, f.name))
+    return f"{name}: {a} vs {b}"
 
 
 def _first_stage_identity(cfg: Config) -> tuple[object, ...]:
@@ -214,6 +223,7 @@ class Trainer:
         self.progress = progress
         self._setup_processes()
         self.first_stage = self._first_stage(autoencoder)
+        self._init_latent_stats()
         self._load_data(data)
         self._build_network()
         self._build_optimizer()
@@ -280,6 +290,17 @@ class Trainer:
                               f"{ae.digest[:12]}): start a new run dir")
         ae.digest = digest
         return given.to(self.device).eval().requires_grad_(False)
+
+    def _init_latent_stats(self) -> None:
+        """A latent run that will warm-start (``train.init``) normalises its latents as the
+        model it starts from did (its per-channel shift and scale), not as measured anew."""
+        ae = self.cfg.autoencoder
+        if self.first_stage is None or not self.cfg.train.init or (ae.shift and ae.scale):
+            return
+        if ckpt.list_checkpoints(self.run_dir):
+            return  # a resume: the run's own config holds them
+        init = ckpt.read_model(self.cfg.train.init)[0].autoencoder
+        ae.shift, ae.scale = init.shift, init.scale
 
     def _load_data(self, data: ImageSet | None) -> None:
         """The dataset's images (and labels) on the device, less a seeded held-out part; the
@@ -412,6 +433,8 @@ class Trainer:
         """Restore the checkpoint at ``path`` (``loaded``: already read and verified)."""
         c = loaded if loaded is not None else ckpt.load_checkpoint(path)
         check_resumable(c["config"], self.cfg)
+        was, tc = c["config"].train, self.cfg.train  # what the run started from stays
+        tc.init, tc.init_digest, tc.init_images = was.init, was.init_digest, was.init_images
         self.net.load_state_dict(c["model"])
         self.ema.load_named_state(self.net, c["ema"])
         s = c["state"]
@@ -738,8 +761,11 @@ class Trainer:
     def train_step(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One optimizer step on global batch ``self.step``; returns (loss sum, grad norm)."""
         tc, acc = self.cfg.train, self.accelerator
-        batch = self.draw_batch(self.step)
-        torch.manual_seed(step_seed(tc.seed, self.step) + 104_729 * self.rank)  # dropout
+        # a warm-started run draws on from where its weights' earlier pieces stopped, not
+        # the first piece's batches, noise and timesteps again
+        at = self.step + tc.init_images // tc.batch_size
+        batch = self.draw_batch(at)
+        torch.manual_seed(step_seed(tc.seed, at) + 104_729 * self.rank)  # dropout
         loss_sum = torch.zeros((), device=self.device)
         grad_norm = None
         finite = True
@@ -877,7 +903,11 @@ class Trainer:
         self.ema.load_named_state(self.net, state)
         self.ema_net.load_state_dict(state)
         tc = self.cfg.train
-        step = ckpt.source_step(model, source) or 0
+        step = ckpt.source_step(model, source)
+        if step is None and self.accelerator.is_main_process:
+            log.warning("%s does not record its training step: its images are not counted "
+                        "(train.init_images)", source)
+        step = step or 0
         tc.init_images = saved.train.init_images + step * saved.train.batch_size
         tc.init_digest = weights_digest(trained)
         self.ema.optimization_step = tc.init_images // tc.batch_size
@@ -906,6 +936,7 @@ class Trainer:
         assert self.first_stage is not None
         trained = self.first_stage.trained_config  # the autoencoder run's own, if known
         ae_cfg = Config.from_dict((trained or self.cfg).to_dict())
+        ae_cfg.train.init, ae_cfg.train.init_digest, ae_cfg.train.init_images = None, None, 0
         ae_cfg.task, ae_cfg.conditions = "autoencoder", []
         ae_cfg.autoencoder.shift, ae_cfg.autoencoder.scale = [], []
         ae_cfg.autoencoder.digest = None
