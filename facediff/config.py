@@ -138,6 +138,11 @@ class TrainConfig:
     eval_n: int = 500
     eval_ref_n: int = 5000
 
+    def forget_init(self) -> None:
+        """Clear the record of a warm start (a config copied into a new model: a distilled
+        student, an autoencoder's copy, a run that warm-starts anew)."""
+        self.init, self.init_digest, self.init_images = None, None, 0
+
 
 @dataclass
 class SampleConfig:

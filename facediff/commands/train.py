@@ -180,5 +180,5 @@ def init_config(model: str) -> Config:
     cfg, _, _ = read_model(model)
     if cfg.conditions and cfg.data.conditions is None:
         cfg.data.conditions = [c.name for c in cfg.conditions]
-    cfg.train.init_digest, cfg.train.init_images = None, 0
+    cfg.train.forget_init()  # run_config sets train.init to the model itself
     return cfg

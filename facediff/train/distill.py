@@ -437,7 +437,7 @@ def distill_config(teacher: Config, *, digest: str, steps: int,
         cfg.sample.sampler, cfg.sample.eta, cfg.sample.guidance = "ddim", 0.0, 1.0
         cfg.train.early_stop_patience = 0  # a distillation does not stop early
         # the student starts from its teacher, not from what the teacher was warm-started on
-        cfg.train.init, cfg.train.init_digest, cfg.train.init_images = None, None, 0
+        cfg.train.forget_init()
     d = cfg.distill
     d.teacher, d.teacher_digest, d.steps = teacher_name, digest, steps
     d.start_steps = start_steps or d.start_steps

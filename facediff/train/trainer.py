@@ -936,7 +936,7 @@ class Trainer:
         assert self.first_stage is not None
         trained = self.first_stage.trained_config  # the autoencoder run's own, if known
         ae_cfg = Config.from_dict((trained or self.cfg).to_dict())
-        ae_cfg.train.init, ae_cfg.train.init_digest, ae_cfg.train.init_images = None, None, 0
+        ae_cfg.train.forget_init()
         ae_cfg.task, ae_cfg.conditions = "autoencoder", []
         ae_cfg.autoencoder.shift, ae_cfg.autoencoder.scale = [], []
         ae_cfg.autoencoder.digest = None
