@@ -123,6 +123,17 @@ def add_attr(p: argparse.ArgumentParser,
     p.add_argument("--attr", action="append", default=[], metavar="NAME=VALUE", help=help)
 
 
+def add_face(p: argparse.ArgumentParser) -> None:
+    """``--no-align``, ``--face K`` and ``--detector``: how a photo's face is found."""
+    p.add_argument("--no-align", dest="align", action="store_false",
+                   help="use the photo's centre crop instead of finding and aligning the face")
+    p.add_argument("--face", type=positive("--face"), metavar="K",
+                   help="which face of a photo with several, numbered from 1 left to right "
+                        "(default: the largest)")
+    p.add_argument("--detector", default="auto", choices=("auto", "yuface", "dlib"),
+                   help="face detector (default auto: yuface, else dlib; the faces extra)")
+
+
 def add_device(p: argparse.ArgumentParser, *, precision: bool = True) -> None:
     """``--device`` and (``precision``) ``--precision`` for the network's arithmetic."""
     p.add_argument("--device", default="auto", help=DEVICE_HELP)

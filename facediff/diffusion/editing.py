@@ -34,6 +34,7 @@ from facediff.errors import FacediffError
 
 if TYPE_CHECKING:
     from facediff.api import FaceModel
+    from facediff.faces.align import Aligned
 
 EDIT_STEPS = 50  # DDIM steps of an edit unless the settings say otherwise
 EDIT_GUIDANCE = 3.0  # and its guidance scale
@@ -59,30 +60,34 @@ def _noise_shape(model: FaceModel) -> tuple[int, int, int]:
     return (c.in_channels, c.sample_size, c.sample_size)
 
 
-def load_photo(path: str | Path, model: FaceModel) -> torch.Tensor:
-    """A photo as the model sees it: centre crop, resize, [-1, 1], shape (1, C, H, W).
+def load_face(path: str | Path, model: FaceModel, *, align: bool = True,
+              face: int | None = None, detector: str = "auto") -> tuple[Image.Image, Aligned]:
+    """(the photo, upright and RGB; its face as the model's crop): the face found and aligned
+    to the model's template (``facediff.faces``), or with ``align`` False the centre crop.
 
     A photo that cannot be decoded, or whose pixels would exceed the decode budget
     (``facediff.data.transforms.MAX_DECODED_BYTES``, checked from the header before decoding),
-    is a ``FacediffError`` naming the file and the reason.
+    a photo with no face, or a face too small: a ``FacediffError`` naming the file and why.
     """
-    import warnings
+    from facediff.faces import face_crop, model_template, open_photo
 
-    from facediff.data.transforms import DECODE_ERRORS
+    photo = open_photo(path)
+    template = model_template(model.config.data, tuple(model.spec.names)) if align else None
+    return photo, face_crop(photo, template, model.config.data.image_size, face=face,
+                            detector=detector, where=str(path))
 
-    p = Path(path)
-    if not p.is_file():
-        raise FacediffError(f"photo not found: {p}")
-    c, size = model.config.data.channels, model.config.data.image_size
-    try:
-        with warnings.catch_warnings():  # the budget below says it in one line, not Pillow
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(p) as img:  # lazy: image_to_array checks the decode budget first
-                arr = image_to_array(img, size, c, center_crop=True)
-    except DECODE_ERRORS as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise FacediffError(f"cannot read photo {p}: {reason}") from e
+
+def crop_tensor(crop: Image.Image, model: FaceModel) -> torch.Tensor:
+    """A crop as the model takes it: [-1, 1], shape (1, C, H, W)."""
+    size, c = model.config.data.image_size, model.config.data.channels
+    arr = image_to_array(crop, size, c, center_crop=True)
     return uint8_to_model(torch.from_numpy(np.array(arr))[None])
+
+
+def load_photo(path: str | Path, model: FaceModel, *, align: bool = False) -> torch.Tensor:
+    """A photo as the model sees it (1, C, H, W): its centre crop, or with ``align`` its
+    face aligned to the model's crop (see ``load_face``)."""
+    return crop_tensor(load_face(path, model, align=align)[1].image, model)
 
 
 @torch.no_grad()

@@ -311,6 +311,10 @@ class Trainer:
             data = load_data(cfg.data, progress=self.progress and
                              self.accelerator.is_main_process)
         self.data = data
+        if cfg.data.face_template == "auto":  # recorded: photos are aligned as the data was
+            from facediff.faces.templates import template_name
+
+            cfg.data.face_template = template_name(cfg.data, data.kind)
         cfg.conditions = [Condition(c.name, c.kind, list(c.values))
                           for c in data.spec.conditions] if data.spec is not None else []
         if self.first_stage is not None:

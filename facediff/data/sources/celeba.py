@@ -22,6 +22,16 @@ IMAGES_DIR = "img_align_celeba"
 SPLITS = {"train": 0, "val": 1, "valid": 1, "validation": 1, "test": 2}
 # the aligned images the crop size (``data.celeba_crop``) is given in
 REFERENCE_SIZE = (178, 218)
+# the 40 attributes of list_attr_celeba.txt
+CELEBA_ATTRIBUTES = frozenset((
+    "5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips"
+    " Big_Nose Black_Hair Blond_Hair Blurry Brown_Hair Bushy_Eyebrows Chubby"
+    " Double_Chin Eyeglasses Goatee Gray_Hair Heavy_Makeup High_Cheekbones Male"
+    " Mouth_Slightly_Open Mustache Narrow_Eyes No_Beard Oval_Face Pale_Skin"
+    " Pointy_Nose Receding_Hairline Rosy_Cheeks Sideburns Smiling Straight_Hair"
+    " Wavy_Hair Wearing_Earrings Wearing_Hat Wearing_Lipstick Wearing_Necklace"
+    " Wearing_Necktie Young"
+).split())
 _VALUES = {"1": 1, "+1": 1, "-1": 0, "0": 0}
 
 
