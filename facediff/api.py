@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from facediff.assets import resolve_model
 from facediff.config import Config
 from facediff.data.conditions import (
     UNSPECIFIED,
@@ -57,6 +58,7 @@ class FaceModel:
     source: str = ""
     precision: str = "auto"
     step: int | None = None  # the training step of its weights (None: not recorded)
+    path: Path | None = None  # the folder its weights came from (an export or a checkpoint)
 
     def __post_init__(self) -> None:
         check_precision(self.precision)
@@ -175,7 +177,8 @@ def load(path: str | Path | None = None, device: str | torch.device | None = Non
     net.eval().requires_grad_(False).to(dev)
     if dev.type == "cpu" and net.config.sample_size >= CHANNELS_LAST_FROM:
         net.to(memory_format=torch.channels_last)
-    return FaceModel(cfg, net, source, precision, source_step(path, source, conditional))
+    where = resolve_model(path, conditional) if source.startswith("bundled ") else Path(source)
+    return FaceModel(cfg, net, source, precision, source_step(path, source, conditional), where)
 
 
 def load_editor(model: FaceModel) -> FaceModel:
@@ -185,7 +188,6 @@ def load_editor(model: FaceModel) -> FaceModel:
     chain of distillations to the original model, loaded on the same device in the same
     precision. A model that is not distilled, or whose teacher is nowhere to be found (a path
     from another machine), edits with itself."""
-    from facediff.assets import resolve_model
     from facediff.errors import ModelNotFoundError
 
     cfg = model.config

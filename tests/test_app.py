@@ -145,9 +145,12 @@ def test_edit_a_photo(cond_session: Session, tmp_path: Path):
     photo = tmp_path / "face.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 30, 3), np.uint8)).save(photo)
     out = cond_session.edit(str(photo), {"Smiling": "on", "hair": "keep"}, method="ddim",
-                            steps=4, guidance=2.0)
-    assert Image.open(out.path).size == (2 * 18 + 2, 20)
-    assert "Smiling=1" in out.info
+                            steps=4, guidance=2.0, align=False)
+    assert Image.open(out.path).size == (30, 40)  # the whole photo, the edit pasted back
+    assert out.display.size[0] > out.display.size[1]  # before | after
+    assert "Smiling=1" in out.info and "centre crop" in out.info
+    with pytest.raises(FacediffError, match=r'^No face found in the photo: untick "Find and '):
+        cond_session.edit(str(photo), {"Smiling": "on"}, method="ddim", steps=4)
     with pytest.raises(FacediffError, match="Upload a photo"):
         cond_session.edit(None, {"Smiling": "on"}, method="ddim", steps=4, guidance=2.0)
     with pytest.raises(FacediffError, match="at least one attribute"):
@@ -156,6 +159,27 @@ def test_edit_a_photo(cond_session: Session, tmp_path: Path):
         bad = tmp_path / "bad.png"
         bad.write_text("not an image")
         cond_session.edit(str(bad), {"Smiling": "on"}, method="ddim", steps=4, guidance=2.0)
+
+
+def test_edit_aligns_the_face_and_pastes_it_back(cond_session: Session, tmp_path: Path,
+                                                 monkeypatch):
+    """With a face found (a stub detector here; tests/test_faces.py runs the real one), the
+    crop is the aligned face and only the pixels around it change."""
+    from facediff.faces import Face
+    from facediff.faces import detect as detect_module
+    from facediff.faces.templates import MEAN_FACE
+
+    landmarks = (MEAN_FACE - MEAN_FACE.mean(0)) * 0.4 + [150, 60]  # a face near the right
+    monkeypatch.setitem(detect_module._loaded, "yuface",
+                        lambda rgb: [Face((130, 40, 170, 80), 0.9, landmarks)])
+    photo = tmp_path / "wide.png"
+    arr = np.random.default_rng(2).integers(0, 255, (120, 200, 3), np.uint8)
+    Image.fromarray(arr).save(photo)
+    out = cond_session.edit(str(photo), {"Smiling": "on"}, method="ddim", steps=3)
+    whole = np.asarray(Image.open(out.path))
+    assert whole.shape == arr.shape and "face 1 found and aligned" in out.info
+    np.testing.assert_array_equal(whole[:, :100], arr[:, :100])  # far from the face
+    assert not np.array_equal(whole[40:80, 130:170], arr[40:80, 130:170])
 
 
 def test_photos_are_edited_by_the_editor_when_there_is_one(cond_session: Session,
@@ -172,7 +196,7 @@ def test_photos_are_edited_by_the_editor_when_there_is_one(cond_session: Session
     both = Session(cond_session.model, cond_session.limits, out_dir=tmp_path / "a",
                    editor=other)
     alone = Session(other, cond_session.limits, out_dir=tmp_path / "b")
-    args = dict(method="ddim", steps=4)
+    args = dict(method="ddim", steps=4, align=False)
     got = np.asarray(Image.open(both.edit(str(photo), {"Smiling": "on"}, **args).path))
     want = np.asarray(Image.open(alone.edit(str(photo), {"Smiling": "on"}, **args).path))
     mine = np.asarray(Image.open(cond_session.edit(str(photo), {"Smiling": "on"}, **args).path))
@@ -234,7 +258,8 @@ def test_an_upload_over_the_cap_is_refused_before_it_is_read(tmp_path: Path):
     assert not (tmp_path / "out").exists()  # refused before anything ran or was written
     # a file exactly at the cap is accepted
     session = Session(session.model, Limits(max_upload_mb=size / MB), out_dir=tmp_path / "out")
-    assert session.edit(str(photo), {"Smiling": "on"}, method="ddim", steps=2).path.exists()
+    assert session.edit(str(photo), {"Smiling": "on"}, method="ddim", steps=2,
+                        align=False).path.exists()
 
 
 def test_each_page_has_a_folder_removed_when_it_closes(cond_session: Session, tmp_path: Path):
@@ -242,7 +267,7 @@ def test_each_page_has_a_folder_removed_when_it_closes(cond_session: Session, tm
     _, a = _run(s, 1, "ddim", 2, 0, user="page-a")
     b = s.interpolate("seeds", 0, 1, 2, sampler="ddim", steps=2, user="page-b")
     e = s.edit(str(_photo(tmp_path / "face.png")), {"Smiling": "on"}, method="ddim",
-               steps=2, user="page-b")
+               steps=2, align=False, user="page-b")
     assert a.path.parent == tmp_path / "out" / "page-a"
     assert b.path.parent == e.path.parent == tmp_path / "out" / "page-b"
     s.release("page-a")

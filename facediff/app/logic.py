@@ -6,6 +6,7 @@ without a browser.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import queue
 import random
@@ -275,34 +276,73 @@ class Session:
     def edit(
         self, photo: str | None, changes: Mapping[str, str], *, method: str = "ddim",
         steps: float | None = EDIT_STEPS, guidance: float | None = None, strength: float = 0.6,
-        user: str | None = None,
+        align: bool = True, user: str | None = None,
     ) -> Output:
-        """Before | after for a photo with some attributes switched. A file larger than
+        """Before | after for a photo with some attributes switched; the face is found and
+        aligned to the model's crop (``align``; else the centre crop), and the download is
+        the whole photo with the edited face pasted back. A file larger than
         ``limits.max_upload_mb`` is refused before it is opened (the page's own check can be
         bypassed by a client that posts to the API)."""
-        from facediff.diffusion.editing import edit_photo, edit_settings, load_photo
+        from facediff.data.transforms import array_to_image
+        from facediff.diffusion.editing import crop_tensor, edit_photo, edit_settings, load_face
+        from facediff.faces import paste_back
 
         m = self.edit_model
         if not len(m.spec):
             raise FacediffError("This model is unconditional: it has no attributes to edit.")
-        if not photo:
-            raise FacediffError("Upload a photo of a face first.")
-        self.check_upload(photo)
+        self._check_photo(photo)
         attrs = self.attrs(changes)
         if not attrs:
             raise FacediffError("Choose at least one attribute to change.")
         s = edit_settings(m, self.settings(sampler="ddim", steps=steps, guidance=guidance,
                                            model=m))
         started = time.perf_counter()
-        x = load_photo(photo, m).to(m.device)
-        src = m.labels([])
-        dst = m.labels(attrs)
-        after = edit_photo(m, x, src, dst, method=method, strength=strength,
-                           settings=s)
+        with _face_errors():
+            full, aligned = load_face(photo, m, align=align, where="the photo")
+        x = crop_tensor(aligned.image, m).to(m.device)
+        after = edit_photo(m, x, m.labels([]), m.labels(attrs), method=method,
+                           strength=strength, settings=s)
         before = model_to_uint8(x.cpu())[0]
-        info = (f"before | after: {' '.join(attrs)} · {method}, {s.steps} steps, guidance "
-                f"{s.guidance} · {time.perf_counter() - started:.1f} s")
-        return self._finish(torch.stack([before, after]), "edit", info, 0, nrow=2, user=user)
+        pasted, _ = paste_back(full, aligned, array_to_image(after.numpy()))
+        path = self.folder(user) / f"edited_{time.strftime('%Y%m%d-%H%M%S')}_{_tag()}.png"
+        pasted.save(path)
+        face = f"face {aligned.index} found and aligned" if aligned.index else "centre crop"
+        info = (f"before | after: {' '.join(attrs)} · {face} · {method}, {s.steps} steps, "
+                f"guidance {s.guidance} · {time.perf_counter() - started:.1f} s")
+        return Output(self.display(torch.stack([before, after]), nrow=2), path, info)
+
+    def like(
+        self, photo: str | None, n: float | None, sampler: str, steps: float | None,
+        seed: float | None, *, guidance: float | None = None, align: bool = True,
+        user: str | None = None,
+    ) -> Iterator[Preview | Output]:
+        """Faces like the photo's: the model's attribute classifier reads the photo's face,
+        and a grid is generated with those attributes (what was read leads the summary)."""
+        from facediff.faces.like import model_classifier, photo_attributes
+
+        if not len(self.model.spec):
+            raise FacediffError("This model is unconditional: it has no attributes to read.")
+        self._check_photo(photo)
+        clf = model_classifier(self.model)
+        with _face_errors():
+            readings, _ = photo_attributes(photo, self.model, clf, align=align,
+                                           where="the photo")
+        if not readings:
+            raise FacediffError("The classifier reads none of this model's attributes.")
+        binary = {c.name for c in self.model.spec.conditions if c.kind == "binary"}
+        choices = {r.name: ({"1": "on", "0": "off"}[r.value] if r.name in binary else r.value)
+                   for r in readings}
+        read = "read: " + ", ".join(map(str, readings))
+        for item in self.generate(n, sampler, steps, seed, guidance=guidance, choices=choices,
+                                  user=user):
+            if isinstance(item, Output):
+                item.info = f"{read} · {item.info}"
+            yield item
+
+    def _check_photo(self, photo: str | None) -> None:
+        if not photo:
+            raise FacediffError("Upload a photo of a face first.")
+        self.check_upload(photo)
 
     def check_upload(self, photo: str | Path) -> None:
         """Refuse a file over the upload cap (FacediffError); a missing one is left to
@@ -402,6 +442,18 @@ def with_previews(
                 raise value
     finally:
         stop.set()
+
+
+@contextlib.contextmanager
+def _face_errors() -> Iterator[None]:
+    """A photo without a usable face: the page's own way out, not the CLI's flag."""
+    from facediff.faces import FaceNotFoundError
+
+    try:
+        yield
+    except FaceNotFoundError as e:
+        raise FacediffError(f"{e.reason[0].upper()}{e.reason[1:]}: untick \"Find and align "
+                            "the face\" to use the centre of the photo.") from None
 
 
 def _whole(value: float | None, what: str) -> int:

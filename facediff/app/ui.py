@@ -192,7 +192,9 @@ def _interpolate_tab(session: Session) -> None:
 
 
 def _edit_tab(session: Session) -> None:
-    """Edit a photo (conditional models): switch attributes, see before | after."""
+    """A photo (conditional models): its face found and aligned, then either edited (switch
+    attributes, see before | after and the whole photo) or read by the model's attribute
+    classifier to generate faces like it."""
     defaults, lim, names = session.edit_model.settings(), session.limits, _names(session)
     with gr.Tab("Edit a photo"):
         if not names:
@@ -208,7 +210,11 @@ def _edit_tab(session: Session) -> None:
                                        f"{lim.max_upload_mb:g} MB)", type="filepath",
                                  image_mode=None, sources=["upload", "clipboard"],
                                  elem_id="photo")
-                go = gr.Button("Edit", variant="primary", elem_id="edit")
+                align = gr.Checkbox(True, label="Find and align the face (else: the centre "
+                                                "of the photo)", elem_id="align")
+                with gr.Row():
+                    go = gr.Button("Edit", variant="primary", elem_id="edit")
+                    like = gr.Button("Faces like this photo", elem_id="like")
                 with gr.Accordion("Change (keep / on / off)", open=len(names) <= 12):
                     changes = _attribute_controls(session, KEEP)
                 method = gr.Radio(["ddim", "sdedit"], value="ddim",
@@ -219,22 +225,41 @@ def _edit_tab(session: Session) -> None:
                 guidance = gr.Slider(0, 10, value=defaults.guidance, step=0.5,
                                      label="Guidance")
             with gr.Column(scale=2):
-                edited = gr.Image(label="Before | after", type="pil", format="png",
-                                  interactive=False)
+                edited = gr.Image(label="Before | after (the aligned face), or faces like it",
+                                  type="pil", format="png", interactive=False,
+                                  elem_id="edit-output")
                 info = gr.Markdown(elem_id="edit-info")
+                whole = gr.Image(label="The photo, edited", type="filepath", format="png",
+                                 interactive=False, elem_id="edit-whole")
                 download = gr.File(label="Download (PNG)")
 
         # Wire them.
         @_errors_shown
-        def run_edit(request: gr.Request, photo_: str | None, method_: str, strength_: float,
-                     steps_: float, guidance_: float, *values: str) -> tuple[Any, str, str]:
+        def run_edit(request: gr.Request, photo_: str | None, align_: bool, method_: str,
+                     strength_: float, steps_: float, guidance_: float,
+                     *values: str) -> tuple[Any, str, str, str]:
             out = session.edit(photo_, dict(zip(names, values, strict=True)), method=method_,
                                steps=steps_, guidance=guidance_, strength=strength_,
-                               user=request.session_hash)
-            return out.display, str(out.path), out.info
+                               align=align_, user=request.session_hash)
+            return out.display, str(out.path), out.info, str(out.path)
 
-        go.click(run_edit, [photo, method, strength, steps, guidance, *changes],
-                 [edited, download, info], concurrency_id="model")
+        go.click(run_edit, [photo, align, method, strength, steps, guidance, *changes],
+                 [edited, download, info, whole], concurrency_id="model")
+
+        like_defaults = session.model.settings()
+
+        @_errors_shown
+        def run_like(request: gr.Request, photo_: str | None, align_: bool) -> Iterator[Any]:
+            for item in session.like(photo_, min(8, lim.max_images), like_defaults.sampler,
+                                     like_defaults.steps, 0, align=align_,
+                                     user=request.session_hash):
+                if isinstance(item, Preview):
+                    yield item.display, None, item.info, None
+                else:
+                    yield item.display, str(item.path), item.info, None
+
+        like.click(run_like, [photo, align], [edited, download, info, whole],
+                   concurrency_id="model")
 
 
 def launch(session: Session, *, host: str = "127.0.0.1", port: int | None = None,

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from facediff.assets import MODEL_HELP
 from facediff.commands import arguments as shared
 from facediff.commands.arguments import Commands
+from facediff.errors import FacediffError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from facediff.api import FaceModel
 
 NAME = "sample"
 
@@ -20,6 +27,15 @@ def add_parser(commands: Commands) -> None:
     s.add_argument("--attr-grid", metavar="NAMES",
                    help="write attr_grid.png: per attribute (comma-separated, or 'all') a row "
                         "off and a row on, one column per seed (--n seeds)")
+    s.add_argument("--like", metavar="PHOTO",
+                   help="faces like a photo's: the attribute classifier shipped with the model "
+                        "reads the photo's face, and the faces are generated with those "
+                        "attributes (printed; --attr overrides one)")
+    s.add_argument("--keep", type=shared.names, metavar="NAMES",
+                   help="--like: only these of the attributes read (comma-separated)")
+    s.add_argument("--classifier", metavar="DIR",
+                   help="--like: the classifier to read the photo with (default: the model's)")
+    shared.add_face(s)
     shared.add_sampling(s, batch_size=16)
     shared.add_device(s)
     s.add_argument("--no-grid", action="store_true", help="do not write grid.png")
@@ -32,7 +48,12 @@ def run(args: argparse.Namespace) -> int:
     settings = shared.sampling_settings(args)
     out = shared.writable_dir(args.out)
     here = distributed.shard()
-    model = shared.load_model(args, conditional=bool(args.attr or args.attr_grid), shard=here)
+    if (args.keep or args.classifier) and not args.like:
+        raise FacediffError("--keep and --classifier go with --like PHOTO")
+    model = shared.load_model(args, conditional=bool(args.attr or args.attr_grid or args.like),
+                              shard=here)
+    if args.like:
+        args.attr = _like(args, model, out, main=here.main) + args.attr  # --attr wins
     if args.attr_grid:
         if not here.main:  # one figure: the main process draws it
             return 0
@@ -76,3 +97,25 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {args.n} images{'' if args.no_grid else ' and grid.png'} to {out} "
           f"({s.describe()}, {model.dtype}{attrs}, model {model.source}{procs})")
     return 0
+
+
+def _like(args: argparse.Namespace, model: FaceModel, out: Path, *, main: bool) -> list[str]:
+    """The ``--attr`` requests read from the ``--like`` photo (and its aligned crop written
+    as like_photo.png)."""
+    from facediff.faces.like import keep_readings, model_classifier, photo_attributes
+
+    if not len(model.spec):
+        raise FacediffError(f"--like needs an attribute model; {model.source} is "
+                            "unconditional")
+    clf = model_classifier(model, args.classifier)
+    readings, aligned = photo_attributes(args.like, model, clf, align=args.align,
+                                         face=args.face, detector=args.detector)
+    if not readings:
+        raise FacediffError(f"the classifier reads none of {model.source}'s attributes")
+    kept = keep_readings(readings, args.keep)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        aligned.image.save(out / "like_photo.png")
+        which = f" (face {aligned.index})" if aligned.index else " (centre crop)"
+        print(f"read from {args.like}{which}: {', '.join(map(str, readings))}")
+    return [r.request for r in kept]

@@ -61,20 +61,22 @@ def _noise_shape(model: FaceModel) -> tuple[int, int, int]:
 
 
 def load_face(path: str | Path, model: FaceModel, *, align: bool = True,
-              face: int | None = None, detector: str = "auto") -> tuple[Image.Image, Aligned]:
+              face: int | None = None, detector: str = "auto", where: str | None = None,
+              ) -> tuple[Image.Image, Aligned]:
     """(the photo, upright and RGB; its face as the model's crop): the face found and aligned
     to the model's template (``facediff.faces``), or with ``align`` False the centre crop.
 
     A photo that cannot be decoded, or whose pixels would exceed the decode budget
     (``facediff.data.transforms.MAX_DECODED_BYTES``, checked from the header before decoding),
-    a photo with no face, or a face too small: a ``FacediffError`` naming the file and why.
+    a photo with no face, or a face too small: a ``FacediffError`` naming the file (or
+    ``where``) and why.
     """
     from facediff.faces import face_crop, model_template, open_photo
 
     photo = open_photo(path)
     template = model_template(model.config.data, tuple(model.spec.names)) if align else None
     return photo, face_crop(photo, template, model.config.data.image_size, face=face,
-                            detector=detector, where=str(path))
+                            detector=detector, where=where or str(path))
 
 
 def crop_tensor(crop: Image.Image, model: FaceModel) -> torch.Tensor:

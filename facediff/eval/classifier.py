@@ -54,17 +54,22 @@ class AttributeClassifier(nn.Module):
         return total / len(self.sizes)
 
     @torch.no_grad()
-    def predict(self, images_u8: torch.Tensor, batch: int = 256) -> torch.Tensor:
-        """uint8 NHWC images -> predicted value index per condition, (N, K)."""
+    def probabilities(self, images_u8: torch.Tensor, batch: int = 256) -> list[torch.Tensor]:
+        """uint8 NHWC images -> per condition, the probability of each value, (N, V)."""
         self.eval()
-        out = []
+        out: list[list[torch.Tensor]] = [[] for _ in self.sizes]
         for s in range(0, len(images_u8), batch):
             x = uint8_to_model(images_u8[s:s + batch])
             if self.image_size and x.shape[-1] != self.image_size:
                 x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear",
                                   antialias=True, align_corners=False)
-            out.append(torch.stack([lg.argmax(1) for lg in self(x)], dim=1))
-        return torch.cat(out)
+            for j, logits in enumerate(self(x)):
+                out[j].append(logits.float().softmax(1))
+        return [torch.cat(p) for p in out]
+
+    def predict(self, images_u8: torch.Tensor, batch: int = 256) -> torch.Tensor:
+        """uint8 NHWC images -> predicted value index per condition, (N, K)."""
+        return torch.stack([p.argmax(1) for p in self.probabilities(images_u8, batch)], dim=1)
 
 
 @dataclass
@@ -159,6 +164,21 @@ def save_classifier(clf: TrainedClassifier, path: str | Path) -> None:
          "accuracy": clf.accuracy,
          "majority": clf.majority,
          "balanced": clf.balanced}, indent=1))
+
+
+# an attribute model ships its classifier in this folder of its model dir (or of its run dir)
+CLASSIFIER_DIR = "classifier"
+
+
+def shipped_classifier(model_path: Path | None) -> Path | None:
+    """The classifier dir shipped with a model: ``classifier/`` in the folder its weights
+    came from, or in the run dir around that checkpoint or export; None if there is none."""
+    if model_path is None:
+        return None
+    for d in (model_path, *list(model_path.parents)[:2]):
+        if (d / CLASSIFIER_DIR / "classifier.json").is_file():
+            return d / CLASSIFIER_DIR
+    return None
 
 
 def load_classifier(path: str | Path) -> TrainedClassifier:

@@ -37,7 +37,14 @@ INSTALL_HINT = "pip install 'facediff[faces]'"
 
 
 class FaceNotFoundError(FacediffError):
-    """No usable face in a photo (none found, or the one asked for is missing or too small)."""
+    """No usable face in a photo (none found, or the one asked for is missing or too small).
+    ``reason`` is the message without the hint on how to do without alignment."""
+
+    hint = "or pass --no-align to use the centre crop"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"{reason} ({self.hint})")
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -155,8 +162,7 @@ def pick_face(faces: Sequence[Face], index: int | None = None, *,
     """(its number from 1, left to right; the face): ``index`` (from 1), else the largest.
     No face or a missing ``index``: ``FaceNotFoundError`` with a one-line reason."""
     if not faces:
-        raise FaceNotFoundError(f"no face found in {where} (or pass --no-align to use the "
-                                "centre crop)")
+        raise FaceNotFoundError(f"no face found in {where}")
     if index is not None:
         if not 1 <= index <= len(faces):
             raise FaceNotFoundError(f"--face {index}: {where} has {len(faces)} face(s), "
