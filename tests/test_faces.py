@@ -235,3 +235,21 @@ def test_edit_of_a_photo_without_a_face_is_one_line(tmp_path: Path, capsys):
                  "--no-align", "--out", str(out)]) == 0
     assert Image.open(out).size == (300, 200)
 
+
+
+def test_a_trained_model_records_its_template(faces_dir: Path, tmp_path: Path):
+    from facediff.config import DataConfig
+    from facediff.faces.templates import template_name
+    from facediff.train.trainer import Trainer
+    from tests.conftest import tiny_config
+    from tests.test_sources_misc import make_celeba
+
+    folder = Trainer(tiny_config(faces_dir), tmp_path / "a", progress=False)
+    assert folder.cfg.data.face_template == "ffhq"
+    celeba = make_celeba(tmp_path / "celeba")
+    run = Trainer(tiny_config(celeba), tmp_path / "b", progress=False)
+    assert run.cfg.data.face_template == "celeba"
+    # a model that did not record it: CelebA attribute conditions mean the CelebA crop
+    assert template_name(DataConfig(), condition_names=("Smiling", "Male")) == "celeba"
+    assert template_name(DataConfig(), condition_names=("race",)) == "ffhq"
+    assert template_name(DataConfig(face_template="celeba")) == "celeba"
