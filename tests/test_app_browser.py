@@ -24,7 +24,9 @@ from pathlib import Path
 
 import pytest
 
+from facediff.eval.classifier import save_classifier
 from tests.test_app import tiny_model
+from tests.test_like import _rigged_classifier
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -80,6 +82,8 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
             pytest.fail(f"browser test cannot run in CI: {missing}")
         pytest.skip(missing)
     model_dir = tiny_model(True).save(tmp_path_factory.mktemp("model") / "tiny")
+    # its classifier reads every photo as Smiling=1, hair=red ("Faces like this photo")
+    save_classifier(_rigged_classifier([1, 2]), model_dir / "classifier")
     port = _free_port()
     log = tmp_path_factory.mktemp("log") / "app.log"
     cache = tmp_path_factory.mktemp("gradio")
@@ -224,6 +228,27 @@ def test_an_upload_over_the_cap_is_refused(browser, app: App, tmp_path: Path):
     page.get_by_role("tab", name="Edit a photo").click()
     page.locator("#photo input[type=file]").set_input_files(str(big))
     page.get_by_text("exceed the maximum allowed size of 1.0 Mb").first.wait_for()
+    page.close()
+
+
+def test_faces_like_an_uploaded_photo(browser, app_url: str, tmp_path: Path):
+    import numpy as np
+    from PIL import Image
+
+    photo = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40, 3), np.uint8)).save(photo)
+    page = _open(browser, app_url)
+    page.get_by_role("tab", name="Edit a photo").click()
+    page.locator("#photo input[type=file]").set_input_files(str(photo))
+    page.locator("#like").click()  # aligned by default: noise has no face
+    page.get_by_text("No face found in the photo: untick").first.wait_for()
+    page.locator("#align input").uncheck()
+    page.locator("#like").click()
+    page.wait_for_function(
+        "() => document.querySelector('#edit-info')?.innerText.includes('seed')")
+    info = page.locator("#edit-info").inner_text()
+    assert "read: Smiling=1" in info and "hair=red" in info and "Smiling=1 hair=red" in info
+    assert page.locator("#edit-output img").count() == 1
     page.close()
 
 
