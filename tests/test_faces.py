@@ -25,7 +25,7 @@ from facediff.faces import (
     pick_face,
 )
 from facediff.faces import detect as detect_module
-from facediff.faces.align import apply, fit_similarity, invert
+from facediff.faces.geometry import apply, fit_similarity, invert
 from facediff.faces.templates import MEAN_FACE, celeba_template
 
 HAVE_YUFACE = importlib.util.find_spec("yuface") is not None
@@ -253,3 +253,15 @@ def test_a_trained_model_records_its_template(faces_dir: Path, tmp_path: Path):
     assert template_name(DataConfig(), condition_names=("Smiling", "Male")) == "celeba"
     assert template_name(DataConfig(), condition_names=("race",)) == "ffhq"
     assert template_name(DataConfig(face_template="celeba")) == "celeba"
+
+
+def test_the_dlib_fallback_gives_five_landmarks_in_yuface_convention():
+    """dlib's eye centres and nose base become the mean face's five points, moved with the
+    face (turned, scaled, shifted)."""
+    from facediff.faces.detect import _with_mouth
+    from facediff.faces.templates import DLIB_MEAN
+
+    np.testing.assert_allclose(_with_mouth(*DLIB_MEAN), MEAN_FACE, atol=1e-9)
+    m = _similarity(15.0, 3.0, (40.0, -7.0))
+    np.testing.assert_allclose(_with_mouth(*apply(m, DLIB_MEAN)), apply(m, MEAN_FACE),
+                               atol=1e-9)

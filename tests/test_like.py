@@ -123,7 +123,7 @@ def test_the_app_makes_faces_like_the_photo(model_dir: Path, photo: Path, tmp_pa
     model = facediff.load(model_dir, device="cpu", precision="fp32")
     session = Session(model, Limits(max_images=4, max_steps=10, preview_every_s=0.0),
                       out_dir=tmp_path / "app")
-    items = list(session.like(str(photo), 2, "ddim", 3, 7, align=False))
+    items = list(session.like(str(photo), 2, "ddim", 3, seed=7, align=False))
     final = items[-1]
     assert isinstance(final, Output)
     assert final.info.startswith("read: Smiling=1 (")
@@ -134,4 +134,4 @@ def test_the_app_makes_faces_like_the_photo(model_dir: Path, photo: Path, tmp_pa
     assert grid.shape == (16 + 4, 2 * 16 + 6, 3)
     np.testing.assert_array_equal(grid[2:18, 2:18], want[0].numpy())
     with pytest.raises(FacediffError, match="Upload a photo"):
-        list(session.like(None, 2, "ddim", 3, 7))
+        list(session.like(None, 2, "ddim", 3, seed=7))

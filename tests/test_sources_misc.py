@@ -335,3 +335,14 @@ def test_mnist_corrupt_gzip(tmp_path: Path) -> None:
     gz.write_bytes(b"not gzip at all")
     with pytest.raises(DataError, match="cannot read MNIST file"):
         mnist_records(DataConfig(path=str(tmp_path), split="train"))
+
+
+def test_utkface_names_survive_data_align(tmp_path: Path) -> None:
+    """``facediff data align`` writes 26_0_2_DATE.jpg.chip.png: still UTKFace, same labels."""
+    from facediff.data.sources.utkface import parse_name
+
+    assert parse_name("26_0_2_20170104023102422.jpg.chip.png") == (26, 0, 2)
+    assert parse_name("26_0_2_20170104023102422.png") == (26, 0, 2)
+    for i, name in enumerate(["26_0_2_20170104023102422", "3_1_4_20170104023102423"]):
+        Image.new("RGB", (8, 8), (i, i, i)).save(tmp_path / f"{name}.jpg.chip.png")
+    assert is_utkface(tmp_path)

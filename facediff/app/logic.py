@@ -312,8 +312,8 @@ class Session:
         return Output(self.display(torch.stack([before, after]), nrow=2), path, info)
 
     def like(
-        self, photo: str | None, n: float | None, sampler: str, steps: float | None,
-        seed: float | None, *, guidance: float | None = None, align: bool = True,
+        self, photo: str | None, n: float | None, sampler: str, steps: float | None, *,
+        seed: float | None = 0, guidance: float | None = None, align: bool = True,
         user: str | None = None,
     ) -> Iterator[Preview | Output]:
         """Faces like the photo's: the model's attribute classifier reads the photo's face,

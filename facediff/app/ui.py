@@ -251,7 +251,7 @@ def _edit_tab(session: Session) -> None:
         @_errors_shown
         def run_like(request: gr.Request, photo_: str | None, align_: bool) -> Iterator[Any]:
             for item in session.like(photo_, min(8, lim.max_images), like_defaults.sampler,
-                                     like_defaults.steps, 0, align=align_,
+                                     like_defaults.steps, align=align_,
                                      user=request.session_hash):
                 if isinstance(item, Preview):
                     yield item.display, None, item.info, None

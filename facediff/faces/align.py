@@ -1,9 +1,7 @@
 """Align a face to a model's crop by a similarity transform, and paste an edited crop back.
 
-The transforms are 2 x 3 affine matrices ``m`` with ``crop = m[:, :2] @ photo + m[:, 2]``;
-Pillow's ``Image.transform`` does the resampling. The least-squares similarity fit is the
-closed form of Umeyama (1991) without reflection, written as one complex division (five
-points; a dependency such as scikit-image or OpenCV for it would weigh tens of MB).
+The transforms are 2 x 3 affine matrices (``facediff.faces.geometry``); Pillow's
+``Image.transform`` does the resampling.
 """
 
 from __future__ import annotations
@@ -14,46 +12,13 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from facediff.faces.detect import Face
+from facediff.faces.geometry import apply, compose, invert, scale, shift
 from facediff.faces.templates import Template
 
 _RESAMPLE = Image.Resampling.BICUBIC
 # Pillow's affine resampling does not low-pass: a face much larger than the crop is first
 # shrunk by box averaging (Image.reduce) to at most this many photo pixels per crop pixel
 _MAX_STRIDE = 1.5
-
-
-def fit_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """The rotation + uniform scale + shift taking ``src`` points (N x 2) closest to ``dst``
-    (least squares), as a 2 x 3 matrix."""
-    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
-    ms, md = src.mean(0), dst.mean(0)
-    s = (src[:, 0] - ms[0]) + 1j * (src[:, 1] - ms[1])
-    d = (dst[:, 0] - md[0]) + 1j * (dst[:, 1] - md[1])
-    z = np.vdot(s, d) / np.vdot(s, s)  # dst ~ z * src: z = scale * e^(i angle)
-    r = np.array([[z.real, -z.imag], [z.imag, z.real]])
-    return np.concatenate([r, (md - r @ ms)[:, None]], axis=1)
-
-
-def invert(m: np.ndarray) -> np.ndarray:
-    r = np.linalg.inv(m[:, :2])
-    return np.concatenate([r, (-r @ m[:, 2])[:, None]], axis=1)
-
-
-def compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """The affine map ``a`` after ``b``."""
-    return np.concatenate([a[:, :2] @ b[:, :2], (a[:, :2] @ b[:, 2] + a[:, 2])[:, None]], axis=1)
-
-
-def apply(m: np.ndarray, points: np.ndarray) -> np.ndarray:
-    return np.asarray(points, np.float64) @ m[:, :2].T + m[:, 2]
-
-
-def _scale(k: float) -> np.ndarray:
-    return np.array([[k, 0.0, 0.0], [0.0, k, 0.0]])
-
-
-def _shift(dx: float, dy: float) -> np.ndarray:
-    return np.array([[1.0, 0.0, dx], [0.0, 1.0, dy]])
 
 
 @dataclass
@@ -99,15 +64,15 @@ def warp_to_crop(photo: Image.Image, matrix: np.ndarray, size: int) -> Image.Ima
         widths = [(pad_lo[1], pad_hi[1]), (pad_lo[0], pad_hi[0])] + [(0, 0)] * (arr.ndim - 2)
         region = Image.fromarray(np.pad(arr, widths, mode="symmetric"))
     # crop px -> region px: photo px, less the region's origin, scaled, plus the padding
-    to_region = compose(_shift(*pad_lo), compose(_scale(k), compose(_shift(*-offset), back)))
+    to_region = compose(shift(*pad_lo), compose(scale(k), compose(shift(*-offset), back)))
     return region.transform((size, size), Image.Transform.AFFINE, to_region.ravel().tolist(),
                             resample=_RESAMPLE)
 
 
-def align_face(photo: Image.Image, face: Face, template: Template, size: int,
+def align_face(photo: Image.Image, face: Face, template: Template, size: int, *,
                index: int = 0) -> Aligned:
     """``face`` cut from ``photo`` as the model's ``size`` x ``size`` crop."""
-    m = compose(_scale(size), template.matrix(face.landmarks))
+    m = compose(scale(size), template.matrix(face.landmarks))
     return Aligned(warp_to_crop(photo, m, size), m, face, index)
 
 
@@ -115,7 +80,7 @@ def centre_crop(photo: Image.Image, size: int) -> Aligned:
     """The centred square of the photo, resized (what ``--no-align`` uses)."""
     side = min(photo.size)
     left, top = (photo.width - side) / 2, (photo.height - side) / 2
-    m = compose(_scale(size / side), _shift(-left, -top))
+    m = compose(scale(size / side), shift(-left, -top))
     return Aligned(warp_to_crop(photo, m, size), m)
 
 
@@ -154,7 +119,7 @@ def paste_back(photo: Image.Image, aligned: Aligned, edited: Image.Image,
     box = (int(lo[0]), int(lo[1]), int(hi[0]), int(hi[1]))
     w, h = box[2] - box[0], box[3] - box[1]
     # region px -> crop px: Pillow's transform wants output (region) -> input (crop)
-    to_crop = compose(aligned.matrix, _shift(*lo.astype(float))).ravel().tolist()
+    to_crop = compose(aligned.matrix, shift(*lo.astype(float))).ravel().tolist()
     face = edited.convert(photo.mode).transform((w, h), Image.Transform.AFFINE, to_crop,
                                                 resample=_RESAMPLE)
     mask = feather_mask(size, feather).transform((w, h), Image.Transform.AFFINE, to_crop,

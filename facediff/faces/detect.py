@@ -7,8 +7,9 @@ time), installed by the ``faces`` extra (``pip install 'facediff[faces]'``):
   primary one. Its five landmarks are the ones the alignment templates are fitted to.
 - ``dlib`` (``dlib-bin`` with ``face-recognition-models``: the HOG detector and the 5-point
   predictor, which gives eye corners and the base of the nose): the fallback, with wheels for
-  every supported Python. Its mouth corners are not measured but placed from the mean face,
-  so its alignment is a little less exact (docs/faces.md).
+  every supported Python. Its three points are mapped onto the mean face's five (the mouth
+  is placed, not measured), so its alignment follows the face's rotation, scale and position
+  but not its own proportions (docs/faces.md).
 
 Landmarks are in photo pixels with pixel ``i`` spanning ``[i, i + 1)``; "left" is the side on
 the image's left.
@@ -19,11 +20,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from facediff.errors import FacediffError
+from facediff.faces.geometry import fit_similarity
 
 log = logging.getLogger("facediff")
 
@@ -34,6 +37,7 @@ DETECTORS = ("yuface", "dlib")
 DETECT_MAX_SIDE = 960
 MIN_SCORE = 0.5
 INSTALL_HINT = "pip install 'facediff[faces]'"
+DLIB_MODEL = "shape_predictor_5_face_landmarks.dat"  # in face_recognition_models/models/
 
 
 class FaceNotFoundError(FacediffError):
@@ -88,12 +92,20 @@ def _yuface() -> Detector:
 
 
 def _dlib() -> Detector:
-    import dlib
-    import face_recognition_models
+    import importlib.util
 
+    import dlib
+
+    # the model file's path without importing face_recognition_models, whose __init__ needs
+    # pkg_resources (gone from setuptools >= 81)
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("face_recognition_models")
+    model = Path(next(iter(spec.submodule_search_locations))) / "models" / DLIB_MODEL
+    if not model.is_file():
+        raise ImportError(f"face_recognition_models has no {DLIB_MODEL}")
     find = dlib.get_frontal_face_detector()
-    predict = dlib.shape_predictor(
-        face_recognition_models.pose_predictor_five_point_model_location())
+    predict = dlib.shape_predictor(str(model))
 
     def detect(rgb: np.ndarray) -> list[Face]:
         faces = []
@@ -110,14 +122,12 @@ def _dlib() -> Detector:
 
 
 def _with_mouth(left_eye: np.ndarray, right_eye: np.ndarray, nose: np.ndarray) -> np.ndarray:
-    """Five landmarks from eyes and nose: the mouth corners where the mean face has them."""
-    from facediff.faces.align import fit_similarity
-    from facediff.faces.templates import MEAN_FACE
+    """dlib's eye centres and nose base -> five landmarks in yuface's convention: where the
+    mean face has them, moved by the similarity that best takes dlib's mean points to these."""
+    from facediff.faces.templates import DLIB_MEAN, MEAN_FACE
 
-    known = np.stack([left_eye, right_eye, nose])
-    m = fit_similarity(MEAN_FACE[:3], known)
-    mouth = MEAN_FACE[3:] @ m[:, :2].T + m[:, 2]
-    return np.concatenate([known, mouth])
+    m = fit_similarity(DLIB_MEAN, np.stack([left_eye, right_eye, nose]))
+    return MEAN_FACE @ m[:, :2].T + m[:, 2]
 
 
 _BACKENDS: dict[str, Callable[[], Detector]] = {"yuface": _yuface, "dlib": _dlib}

@@ -24,6 +24,7 @@ import numpy as np
 
 from facediff.config import DataConfig
 from facediff.errors import FacediffError
+from facediff.faces.geometry import fit_similarity
 
 TEMPLATES = ("celeba", "ffhq")
 CELEBA_SIZE = (178, 218)  # the aligned CelebA images MEAN_FACE is measured in
@@ -31,6 +32,10 @@ CELEBA_SIZE = (178, 218)  # the aligned CelebA images MEAN_FACE is measured in
 # image: the mean of yuface's landmarks over celeba-6k (bench/faces.py template)
 MEAN_FACE = np.array([[69.29, 112.49], [108.42, 112.82], [88.19, 135.11],
                       [72.18, 151.94], [105.12, 152.54]])
+# the dlib fallback's three points on the same photos (the means of its eye corners and the
+# base of its nose, 1,500 of the 6,000): it maps them onto MEAN_FACE, so its five landmarks
+# follow yuface's convention (facediff.faces.detect)
+DLIB_MEAN = np.array([[70.01, 113.51], [108.12, 113.49], [88.6, 143.27]])
 
 
 def _rot90(v: np.ndarray) -> np.ndarray:
@@ -48,8 +53,6 @@ class Template:
 
     def matrix(self, landmarks: np.ndarray) -> np.ndarray:
         """2 x 3 affine from photo pixels to the unit crop for a face's five landmarks."""
-        from facediff.faces.align import fit_similarity
-
         lm = np.asarray(landmarks, dtype=np.float64)
         if self.points is not None:
             return fit_similarity(lm, self.points)

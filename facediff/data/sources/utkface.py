@@ -28,7 +28,9 @@ from facediff.errors import DataError
 GENDERS = ["male", "female"]
 RACES = ["White", "Black", "Asian", "Indian", "Others"]
 MAX_AGE = 130  # older is a typo in the name, not an age
-_NAME = re.compile(r"^\d{1,3}_\d_\d_\d{8,}\.jpg(\.chip\.jpg)?$", re.IGNORECASE)
+# also the names ``facediff data align`` gives them: 26_0_2_2017...jpg.chip.png
+_NAME = re.compile(r"^\d{1,3}_\d_\d_\d{8,}\.jpg(\.chip\.(jpg|png))?$|^\d{1,3}_\d_\d_\d{8,}\.png$",
+                   re.IGNORECASE)
 _DATE_DIGITS = 8  # a trailing field this long is the date (YYYYMMDDHHMMSSmmm), not a label
 
 
@@ -56,8 +58,8 @@ def age_bin_values(edges: Sequence[int]) -> list[str]:
 def parse_name(name: str) -> tuple[int | None, int | None, int | None] | None:
     """(age, gender, race) from a file name, None for a field that is missing or out of
     range; None if the name is not a UTKFace name at all."""
-    stem = name[:-len(".chip.jpg")] if name.lower().endswith(".chip.jpg") else name
-    if Path(stem).suffix.lower() in IMAGE_EXTENSIONS:
+    stem = name
+    while Path(stem).suffix.lower() in (*IMAGE_EXTENSIONS, ".chip"):  # .jpg.chip.jpg, .png
         stem = stem[:-len(Path(stem).suffix)]
     parts = stem.split("_")
     if not 3 <= len(parts) <= 4 or not all(p.isdigit() for p in parts):
