@@ -44,8 +44,9 @@ class DataConfig:
     image_column: str | None = None  # HF: the image column (default: detected)
     celeba_crop: int = 140  # CelebA: the usual square face crop (px of the 178x218 image)
     # where a face photo is aligned to before the model sees it (facediff.faces.templates):
-    # auto = celeba for CelebA data, else ffhq; a trained model records the one it used
-    face_template: Literal["auto", "celeba", "ffhq"] = "auto"
+    # auto = celeba for CelebA data, else ffhq; celebahq: celebahq-128's close crops; a
+    # trained model records the one it used
+    face_template: Literal["auto", "celeba", "celebahq", "ffhq"] = "auto"
     utk_age_bins: list[int] = field(default_factory=lambda: [0, 3, 10, 20, 30, 40, 50, 60, 70])
     image_size: int = 64
     channels: int = 3

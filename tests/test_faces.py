@@ -265,3 +265,14 @@ def test_the_dlib_fallback_gives_five_landmarks_in_yuface_convention():
     m = _similarity(15.0, 3.0, (40.0, -7.0))
     np.testing.assert_allclose(_with_mouth(*apply(m, DLIB_MEAN)), apply(m, MEAN_FACE),
                                atol=1e-9)
+
+
+def test_the_celebahq_template_gives_back_a_celebahq_crop():
+    """A face whose landmarks sit where celebahq-128's mean face has them is cut out as the
+    whole 128 px image (identity), at any size."""
+    from facediff.faces.templates import CELEBAHQ_FACE
+
+    m = get_template("celebahq").matrix(CELEBAHQ_FACE)
+    np.testing.assert_allclose(m, [[1 / 128, 0, 0], [0, 1 / 128, 0]], atol=1e-12)
+    with pytest.raises(FacediffError, match="choose from celeba, celebahq, ffhq"):
+        get_template("ffhq-ish")

@@ -41,10 +41,10 @@ def add_parser(commands: Commands) -> None:
                      help="folder for the crops (same relative paths, .png); a rerun resumes")
     ali.add_argument("--size", type=shared.positive("--size"), default=128,
                      help="crop side in px (default 128)")
-    ali.add_argument("--template", default="ffhq", choices=("ffhq", "celeba"),
-                     help="ffhq (default): the FFHQ / CelebA-HQ crop, the whole head with a "
-                          "margin, as the bundled celebahq models and folder-trained models "
-                          "see faces; celeba: the tighter 140 px CelebA crop")
+    ali.add_argument("--template", default="ffhq", choices=("ffhq", "celeba", "celebahq"),
+                     help="ffhq (default): the FFHQ crop, the whole head with a margin, as "
+                          "folder-trained models see faces; celeba: the tighter 140 px CelebA "
+                          "crop; celebahq: celebahq-128's close crop (the celebahq models)")
     ali.add_argument("--detector", default="auto", choices=("auto", "yuface", "dlib"),
                      help="face detector (default auto: yuface, else dlib; the faces extra)")
     ali.add_argument("--all-faces", action="store_true",

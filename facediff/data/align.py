@@ -62,9 +62,10 @@ NO_FACE, TOO_SMALL, UNREADABLE, OK = "no face", "too small", "unreadable", "ok"
 
 @dataclass(frozen=True)
 class AlignSettings:
-    """What a crop is: ``template`` (``ffhq``: the FFHQ / CelebA-HQ crop, the whole head with
-    a margin, what folder-trained models default to; ``celeba``: the tighter CelebA crop a
-    model trained on CelebA with ``celeba_crop`` sees), ``size`` px square, found by
+    """What a crop is: ``template`` (``ffhq``: the FFHQ crop, the whole head with a margin,
+    what folder-trained models default to; ``celeba``: the tighter CelebA crop a model
+    trained on CelebA with ``celeba_crop`` sees; ``celebahq``: celebahq-128's close crop),
+    ``size`` px square, found by
     ``detector`` (auto, yuface, dlib), the largest face or ``all_faces``."""
 
     size: int = 128
@@ -116,7 +117,8 @@ class AlignReport:
             line += f" Photos skipped and why: {self.report_path}."
         if self.crops:
             line += f" Train on it with `facediff train --data {self.dst}"
-            line += " --set data.face_template=celeba`." if s.template == "celeba" else "`."
+            line += (f" --set data.face_template={s.template}`." if s.template != "ffhq"
+                     else "`.")
         return line
 
 

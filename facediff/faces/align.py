@@ -6,6 +6,7 @@ The transforms are 2 x 3 affine matrices (``facediff.faces.geometry``); Pillow's
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,7 +53,7 @@ def warp_to_crop(photo: Image.Image, matrix: np.ndarray, size: int) -> Image.Ima
     region = photo.crop((*inside_lo, *inside_hi))
     offset = inside_lo.astype(float)  # the region's origin in photo px
     stride = float(np.sqrt(abs(np.linalg.det(back[:, :2]))))  # photo px per crop px
-    shrink = int(stride / _MAX_STRIDE)
+    shrink = math.ceil(stride / _MAX_STRIDE)
     k = 1.0
     if shrink >= 2:
         region = region.reduce(shrink)

@@ -9,11 +9,16 @@ y down; ``size`` x ``size`` pixels once scaled).
   of ``celeba-6k``, docs/faces.md). A CelebA-trained model sees the centred
   ``data.celeba_crop`` square of those images, so its template is the least-squares fit of the
   landmarks to the mean face as that square sees it.
+- ``celebahq``: the close face crops of ``celebahq-128`` (the bundled and released celebahq
+  models' data): ``CELEBAHQ_FACE``, the mean of yuface's landmarks over 2,000 of its training
+  images (detected at 2x), fitted the same way. These crops are the centre 0.75 of the FFHQ
+  rule's square, 0.1 of it lower (docs/faces.md); the mean face matches a held-out photo's
+  crop a little better than that rule (corners within 6.0 px of 128 against 6.7, median).
 - ``ffhq``: the FFHQ / CelebA-HQ procedure (Karras et al.; NVlabs/ffhq-dataset): a square
   centred a tenth of the way from the eyes to the mouth, oriented by the eye line and the
   eye-to-mouth line, of side the larger of 4x the eye distance and 3.6x the eye-to-mouth
-  distance. ``celebahq-128`` is aligned this way; it is the default for models trained on
-  anything but CelebA.
+  distance. The default for models trained on anything but CelebA, and for
+  ``facediff data align``.
 """
 
 from __future__ import annotations
@@ -26,12 +31,17 @@ from facediff.config import DataConfig
 from facediff.errors import FacediffError
 from facediff.faces.geometry import fit_similarity
 
-TEMPLATES = ("celeba", "ffhq")
+TEMPLATES = ("celeba", "celebahq", "ffhq")
 CELEBA_SIZE = (178, 218)  # the aligned CelebA images MEAN_FACE is measured in
 # left eye, right eye, nose tip, left and right mouth corners, in px of the 178 x 218 CelebA
 # image: the mean of yuface's landmarks over celeba-6k (bench/faces.py template)
 MEAN_FACE = np.array([[69.29, 112.49], [108.42, 112.82], [88.19, 135.11],
                       [72.18, 151.94], [105.12, 152.54]])
+# the same five in px of celebahq-128's 128 x 128 crops: the mean over 2,000 of the training
+# images (a seeded split's train part, every 9th), detected at 2x
+CELEBAHQ_FACE = np.array([[44.14, 41.52], [83.78, 41.76], [63.24, 66.82], [46.56, 87.04],
+                          [80.2, 87.29]])
+CELEBAHQ_SIZE = 128
 # the dlib fallback's three points on the same photos (the means of its eye corners and the
 # base of its nose, 1,500 of the 6,000): it maps them onto MEAN_FACE, so its five landmarks
 # follow yuface's convention (facediff.faces.detect)
@@ -83,6 +93,8 @@ def celeba_template(celeba_crop: int) -> Template:
 def get_template(name: str, celeba_crop: int = 140) -> Template:
     if name == "celeba":
         return celeba_template(celeba_crop)
+    if name == "celebahq":
+        return Template("celebahq", CELEBAHQ_FACE / CELEBAHQ_SIZE)
     if name == "ffhq":
         return Template("ffhq")
     raise FacediffError(f"unknown face template {name!r}; choose from {', '.join(TEMPLATES)}")
