@@ -127,6 +127,8 @@ def test_an_installed_wheel_ships_and_samples_the_bundled_models(tmp_path: Path)
     for b in BUNDLED.values():
         for f in ("config.yaml", "weights.safetensors", "MODEL_CARD.md"):
             assert f"facediff/assets/{b.name}/{f}" in names
+    for f in ("classifier.json", "weights.safetensors"):  # what sample --like reads with
+        assert f"facediff/assets/{CONDITIONAL.name}/classifier/{f}" in names
     site = tmp_path / "site"
     subprocess.run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)],
                    check=True)

@@ -135,3 +135,31 @@ def test_the_app_makes_faces_like_the_photo(model_dir: Path, photo: Path, tmp_pa
     np.testing.assert_array_equal(grid[2:18, 2:18], want[0].numpy())
     with pytest.raises(FacediffError, match="Upload a photo"):
         list(session.like(None, 2, "ddim", 3, seed=7))
+
+
+def test_readings_the_classifier_is_unsure_of_are_left_to_the_model(model_dir: Path,
+                                                                    photo: Path,
+                                                                    tmp_path: Path, capsys):
+    got = read_attributes(_rigged_classifier([1, 2]), np.zeros((16, 16, 3), np.uint8),
+                          ["Smiling", "hair"])
+    assert 0.95 < got[1].confidence < got[0].confidence < 0.99  # 2 values vs 3, same bias
+    assert [r.name for r in keep_readings(got, None, 0.97)] == ["Smiling"]
+    assert keep_readings(got, ["hair"], 0.99) == [got[1]]  # named in --keep: kept anyway
+    args = [str(model_dir), "-n", "2", "--steps", "3", "--no-progress"]
+    assert main(["sample", *args, "--like", str(photo), "--no-align", "--min-confidence",
+                 "0.97", "--out", str(tmp_path / "a")]) == 0
+    assert "left to the model: hair (read less surely than 0.97)" in capsys.readouterr().out
+    assert main(["sample", *args, "--attr", "Smiling=1", "--out", str(tmp_path / "b")]) == 0
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "a" / "sample_0002.png")),
+                                  np.asarray(Image.open(tmp_path / "b" / "sample_0002.png")))
+    assert main(["sample", *args, "--like", str(photo), "--min-confidence", "2"]) == 2
+
+
+@pytest.mark.parametrize("name", ["celeba-attrs-32", "celeba-attrs-32-fast"])
+def test_the_bundled_attribute_models_ship_a_classifier(name: str):
+    """The attribute model has one beside its weights; its distilled companion uses its
+    teacher's."""
+    model = facediff.load(name, device="cpu")
+    clf = model_classifier(model)
+    assert clf.spec.names == model.spec.names and clf.model.image_size == 32
+    assert np.mean(list(clf.accuracy.values())) > 0.9  # on the 660 test photos

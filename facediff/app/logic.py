@@ -318,7 +318,7 @@ class Session:
     ) -> Iterator[Preview | Output]:
         """Faces like the photo's: the model's attribute classifier reads the photo's face,
         and a grid is generated with those attributes (what was read leads the summary)."""
-        from facediff.faces.like import model_classifier, photo_attributes
+        from facediff.faces.like import keep_readings, model_classifier, photo_attributes
 
         if not len(self.model.spec):
             raise FacediffError("This model is unconditional: it has no attributes to read.")
@@ -329,10 +329,13 @@ class Session:
                                            where="the photo")
         if not readings:
             raise FacediffError("The classifier reads none of this model's attributes.")
+        kept = keep_readings(readings)
         binary = {c.name for c in self.model.spec.conditions if c.kind == "binary"}
         choices = {r.name: ({"1": "on", "0": "off"}[r.value] if r.name in binary else r.value)
-                   for r in readings}
-        read = "read: " + ", ".join(map(str, readings))
+                   for r in kept}
+        unsure = [r.name for r in readings if r not in kept]
+        read = "read: " + ", ".join(map(str, readings)) + \
+            (f" (left to the model: {', '.join(unsure)})" if unsure else "")
         for item in self.generate(n, sampler, steps, seed, guidance=guidance, choices=choices,
                                   user=user):
             if isinstance(item, Output):

@@ -9,6 +9,7 @@ from facediff.assets import MODEL_HELP
 from facediff.commands import arguments as shared
 from facediff.commands.arguments import Commands
 from facediff.errors import FacediffError
+from facediff.faces.like import MIN_CONFIDENCE
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -32,7 +33,11 @@ def add_parser(commands: Commands) -> None:
                         "reads the photo's face, and the faces are generated with those "
                         "attributes (printed; --attr overrides one)")
     s.add_argument("--keep", type=shared.names, metavar="NAMES",
-                   help="--like: only these of the attributes read (comma-separated)")
+                   help="--like: only these of the attributes read (comma-separated; default: "
+                        "those read with at least --min-confidence)")
+    s.add_argument("--min-confidence", type=float, default=MIN_CONFIDENCE, metavar="P",
+                   help=f"--like: attributes read less surely are left to the model "
+                        f"(default {MIN_CONFIDENCE})")
     s.add_argument("--classifier", metavar="DIR",
                    help="--like: the classifier to read the photo with (default: the model's)")
     shared.add_face(s)
@@ -50,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
     here = distributed.shard()
     if (args.keep or args.classifier) and not args.like:
         raise FacediffError("--keep and --classifier go with --like PHOTO")
+    if not 0.0 <= args.min_confidence <= 1.0:  # NaN fails this too
+        raise FacediffError(f"--min-confidence must be in [0, 1], got {args.min_confidence}")
     model = shared.load_model(args, conditional=bool(args.attr or args.attr_grid or args.like),
                               shard=here)
     if args.like:
@@ -112,10 +119,14 @@ def _like(args: argparse.Namespace, model: FaceModel, out: Path, *, main: bool) 
                                          face=args.face, detector=args.detector)
     if not readings:
         raise FacediffError(f"the classifier reads none of {model.source}'s attributes")
-    kept = keep_readings(readings, args.keep)
+    kept = keep_readings(readings, args.keep, args.min_confidence)
     if main:
         out.mkdir(parents=True, exist_ok=True)
         aligned.image.save(out / "like_photo.png")
         which = f" (face {aligned.index})" if aligned.index else " (centre crop)"
         print(f"read from {args.like}{which}: {', '.join(map(str, readings))}")
+        left = [r.name for r in readings if r not in kept]
+        if left:
+            print(f"left to the model: {', '.join(left)}"
+                  f"{'' if args.keep else f' (read less surely than {args.min_confidence})'}")
     return [r.request for r in kept]

@@ -75,11 +75,16 @@ def read_attributes(clf: TrainedClassifier, crop: torch.Tensor | np.ndarray,
     return out
 
 
-def keep_readings(readings: Sequence[Reading], keep: Sequence[str] | None) -> list[Reading]:
-    """The readings to generate with: all, or those named in ``keep`` (an unknown name is an
-    error naming what the classifier read)."""
+# a reading the classifier is less sure of than this is left to the model (unspecified)
+MIN_CONFIDENCE = 0.75
+
+
+def keep_readings(readings: Sequence[Reading], keep: Sequence[str] | None = None,
+                  min_confidence: float = MIN_CONFIDENCE) -> list[Reading]:
+    """The readings to generate with: those named in ``keep`` (an unknown name is an error
+    naming what the classifier read), else every one read with at least ``min_confidence``."""
     if keep is None:
-        return list(readings)
+        return [r for r in readings if r.confidence >= min_confidence]
     by_name = {r.name.lower(): r for r in readings}
     missing = [k for k in keep if k.lower() not in by_name]
     if missing:
