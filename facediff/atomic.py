@@ -67,12 +67,19 @@ def write_text(path: str | Path, text: str) -> Path:
     return write_bytes(path, text.encode())
 
 
+def _fsync_tree(folder: Path) -> None:
+    for f in folder.iterdir():
+        if f.is_dir():
+            _fsync_tree(f)
+        else:
+            fsync_file(f)
+    fsync_dir(folder)
+
+
 def publish_dir(tmp: Path, final: Path) -> None:
-    """Fsync every file in the folder ``tmp`` and rename it to ``final`` (replacing an older
-    one, which is removed only once the new one is in place)."""
-    for f in tmp.iterdir():
-        fsync_file(f)
-    fsync_dir(tmp)
+    """Fsync every file in the folder ``tmp`` (and its subfolders) and rename it to ``final``
+    (replacing an older one, which is removed only once the new one is in place)."""
+    _fsync_tree(tmp)
     old = None
     if final.exists():
         old = final.with_name(f".{final.name}.old-{os.getpid()}")

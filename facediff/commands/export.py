@@ -1,4 +1,5 @@
-"""``facediff export``: write a run's EMA weights as a model dir."""
+"""``facediff export``: write a run's EMA weights as a model dir, or as a diffusers pipeline
+folder (``--format diffusers``)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,10 @@ def add_parser(commands: Commands) -> None:
     e.add_argument("run", help="run dir")
     e.add_argument("--out", required=True, help="output model dir")
     e.add_argument("--half", action="store_true", help="store weights in float16")
+    e.add_argument("--format", choices=("facediff", "diffusers"), default="facediff",
+                   help="facediff (default): config.yaml + weights.safetensors; diffusers: a "
+                        "pipeline folder DiffusionPipeline.from_pretrained loads (unconditional "
+                        "pixel models)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -23,7 +28,16 @@ def run(args: argparse.Namespace) -> int:
     from facediff.api import load
 
     shared.writable_dir(Path(args.out).expanduser().parent, "the folder of --out")
-    model = load(args.run, device="cpu")
+    model = load(args.run, device="cpu", precision="fp32")
+    if args.format == "diffusers":
+        from facediff.hub import export_pipeline
+
+        out = export_pipeline(model, args.out, half=args.half)
+        s = model.settings()
+        print(f"exported {model.source} to {out} (a diffusers pipeline: "
+              f"DiffusionPipeline.from_pretrained({str(out)!r})(num_inference_steps={s.steps}); "
+              f"its scheduler is facediff's {s.sampler})")
+        return 0
     out = model.save(args.out, half=args.half)
     print(f"exported {model.source} to {out}")
     return 0
