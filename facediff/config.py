@@ -69,6 +69,9 @@ class ModelConfig:
     dropout: float = 0.0
     norm_num_groups: int = 32
     resnet_time_scale_shift: Literal["default", "scale_shift"] = "scale_shift"
+    # other UNet2DModel arguments, as a diffusers pipeline imported into facediff has them
+    # (freq_shift, flip_sin_to_cos, norm_eps, ...); empty for facediff's own models
+    unet_extra: Any = field(default_factory=dict)
 
 
 @dataclass

@@ -76,3 +76,64 @@ def test_the_export_refuses_what_it_does_not_cover(tmp_path: Path, capsys):
     assert main(["export", str(plain), "--format", "diffusers", "--out", str(busy)]) == 2
     assert "not a diffusers pipeline folder" in capsys.readouterr().err
     assert (busy / "notes.txt").read_text() == "mine"
+
+
+def _foreign_pipeline(out: Path, steps: int) -> object:
+    """A tiny random DDPMPipeline as another tool would save it (google/ddpm-style U-Net
+    settings facediff does not use itself), with a DDIM scheduler like facediff's."""
+    import torch
+    from diffusers import DDPMPipeline, UNet2DModel
+
+    from facediff.config import DiffusionConfig
+    from facediff.diffusion.sampling import make_scheduler
+
+    torch.manual_seed(3)
+    unet = UNet2DModel(sample_size=16, in_channels=3, out_channels=3,
+                       block_out_channels=(16, 32), layers_per_block=1,
+                       down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+                       up_block_types=("AttnUpBlock2D", "UpBlock2D"), attention_head_dim=8,
+                       norm_num_groups=8, freq_shift=1, flip_sin_to_cos=False,
+                       downsample_padding=0, norm_eps=1e-6)
+    sched = make_scheduler("ddim", DiffusionConfig(beta_schedule="linear", prediction="eps"),
+                           steps)
+    pipe = DDPMPipeline(unet=unet, scheduler=sched)
+    pipe.save_pretrained(str(out))
+    return pipe
+
+
+def test_facediff_samples_a_diffusers_pipeline_folder(tmp_path: Path):
+    import torch
+
+    pipe = _foreign_pipeline(tmp_path / "ddpm", 5)
+    gens = [torch.Generator().manual_seed(4 + i) for i in range(2)]
+    want = (pipe(batch_size=2, generator=gens, num_inference_steps=5,
+                 output_type="np").images * 255).round().astype(np.uint8)
+    model = facediff.load(tmp_path / "ddpm", device="cpu", precision="fp32")
+    assert model.config.model.unet_extra["freq_shift"] == 1
+    got = model.sample_tensor(2, sampler="ddim", steps=5, seed=4).numpy()
+    assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
+    out = tmp_path / "faces"
+    assert main(["sample", str(tmp_path / "ddpm"), "-n", "2", "--sampler", "ddim", "--steps",
+                 "5", "--seed", "4", "--out", str(out), "--no-progress"]) == 0
+    from PIL import Image
+
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "sample_0001.png")), got[0])
+    # and a facediff export of it round-trips to diffusers again
+    assert main(["export", str(tmp_path / "ddpm"), "--format", "diffusers",
+                 "--out", str(tmp_path / "again")]) == 0
+    assert facediff.load(tmp_path / "again").config.model.unet_extra["norm_eps"] == 1e-6
+
+
+def test_pipelines_facediff_cannot_run_are_one_line(tmp_path: Path, capsys):
+    latent = tmp_path / "ldm"
+    latent.mkdir()
+    (latent / "model_index.json").write_text(json.dumps({
+        "_class_name": "LDMPipeline", "unet": ["diffusers", "UNet2DModel"],
+        "vqvae": ["diffusers", "VQModel"], "scheduler": ["diffusers", "DDIMScheduler"]}))
+    assert main(["sample", str(latent), "-n", "1", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a LDMPipeline with vqvae" in err[0]
+    _foreign_pipeline(tmp_path / "ddpm", 5)
+    (tmp_path / "ddpm" / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"junk")
+    assert main(["sample", str(tmp_path / "ddpm"), "-n", "1", "--out", str(tmp_path / "o")]) == 2
+    assert "cannot read" in capsys.readouterr().err

@@ -50,7 +50,17 @@ def build_unet(cfg: Config, conditional: bool = False) -> UNet2DModel:
         norm_num_groups=m.norm_num_groups,
         resnet_time_scale_shift=m.resnet_time_scale_shift,
         class_embed_type="identity" if conditional else None,
+        **_extra(m.unet_extra),
     )
+
+
+def _extra(extra: object) -> dict:
+    if not isinstance(extra, dict):
+        from facediff.errors import ConfigError
+
+        raise ConfigError(f"model.unet_extra must be a mapping of UNet2DModel arguments, got "
+                          f"{extra!r}")
+    return extra
 
 
 ATTENTION_KERNELS = ("auto", "sdpa", "math")
