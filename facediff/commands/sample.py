@@ -9,7 +9,6 @@ from facediff.assets import MODEL_HELP
 from facediff.commands import arguments as shared
 from facediff.commands.arguments import Commands
 from facediff.errors import FacediffError
-from facediff.faces.like import MIN_CONFIDENCE
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -35,9 +34,9 @@ def add_parser(commands: Commands) -> None:
     s.add_argument("--keep", type=shared.names, metavar="NAMES",
                    help="--like: only these of the attributes read (comma-separated; default: "
                         "those read with at least --min-confidence)")
-    s.add_argument("--min-confidence", type=float, default=MIN_CONFIDENCE, metavar="P",
-                   help=f"--like: attributes read less surely are left to the model "
-                        f"(default {MIN_CONFIDENCE})")
+    s.add_argument("--min-confidence", type=float, metavar="P",
+                   help="--like: attributes read less surely are left to the model "
+                        "(default 0.75: facediff.faces.like.MIN_CONFIDENCE)")
     s.add_argument("--classifier", metavar="DIR",
                    help="--like: the classifier to read the photo with (default: the model's)")
     shared.add_face(s)
@@ -55,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     here = distributed.shard()
     if (args.keep or args.classifier) and not args.like:
         raise FacediffError("--keep and --classifier go with --like PHOTO")
-    if not 0.0 <= args.min_confidence <= 1.0:  # NaN fails this too
+    if args.min_confidence is not None and not 0.0 <= args.min_confidence <= 1.0:  # NaN too
         raise FacediffError(f"--min-confidence must be in [0, 1], got {args.min_confidence}")
     model = shared.load_model(args, conditional=bool(args.attr or args.attr_grid or args.like),
                               shard=here)
@@ -109,7 +108,12 @@ def run(args: argparse.Namespace) -> int:
 def _like(args: argparse.Namespace, model: FaceModel, out: Path, *, main: bool) -> list[str]:
     """The ``--attr`` requests read from the ``--like`` photo (and its aligned crop written
     as like_photo.png)."""
-    from facediff.faces.like import keep_readings, model_classifier, photo_attributes
+    from facediff.faces.like import (
+        MIN_CONFIDENCE,
+        keep_readings,
+        model_classifier,
+        photo_attributes,
+    )
 
     if not len(model.spec):
         raise FacediffError(f"--like needs an attribute model; {model.source} is "
@@ -119,7 +123,8 @@ def _like(args: argparse.Namespace, model: FaceModel, out: Path, *, main: bool) 
                                          face=args.face, detector=args.detector)
     if not readings:
         raise FacediffError(f"the classifier reads none of {model.source}'s attributes")
-    kept = keep_readings(readings, args.keep, args.min_confidence)
+    least = MIN_CONFIDENCE if args.min_confidence is None else args.min_confidence
+    kept = keep_readings(readings, args.keep, least)
     if main:
         out.mkdir(parents=True, exist_ok=True)
         aligned.image.save(out / "like_photo.png")
@@ -128,5 +133,5 @@ def _like(args: argparse.Namespace, model: FaceModel, out: Path, *, main: bool) 
         left = [r.name for r in readings if r not in kept]
         if left:
             print(f"left to the model: {', '.join(left)}"
-                  f"{'' if args.keep else f' (read less surely than {args.min_confidence})'}")
+                  f"{'' if args.keep else f' (read less surely than {least})'}")
     return [r.request for r in kept]
