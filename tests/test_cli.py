@@ -99,7 +99,7 @@ def test_errors_from_a_real_process_have_no_traceback(tmp_path: Path):
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
         f"facediff: error: model not found: {tmp_path / 'nothing'} "
-        f"(bundled models: {', '.join(BUNDLED)})"]
+        f"(bundled models: {', '.join(BUNDLED)}; or a Hugging Face Hub id, owner/name)"]
 
 
 def test_sample_on_unknown_sampler(trained: Path, tmp_path: Path, capsys):

@@ -137,3 +137,62 @@ def test_pipelines_facediff_cannot_run_are_one_line(tmp_path: Path, capsys):
     (tmp_path / "ddpm" / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"junk")
     assert main(["sample", str(tmp_path / "ddpm"), "-n", "1", "--out", str(tmp_path / "o")]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def _cache(root: Path, repo: str, model_dir: Path) -> Path:
+    """A Hugging Face cache holding ``repo`` at one revision, laid out as the Hub's client
+    lays it out (models--owner--name/refs/main -> snapshots/<commit>/...)."""
+    import shutil
+
+    base = root / f"models--{repo.replace('/', '--')}"
+    commit = "0" * 40
+    shutil.copytree(model_dir, base / "snapshots" / commit)
+    (base / "refs").mkdir(parents=True)
+    (base / "refs" / "main").write_text(commit)
+    return base / "snapshots" / commit
+
+
+def test_hub_ids_load_from_the_cache_offline(plain_dir: Path, tmp_path: Path, monkeypatch,
+                                             capsys):
+    import huggingface_hub.constants as hub
+
+    cache = tmp_path / "hf"
+    _cache(cache, "someone/faces-64", plain_dir)
+    pipe = tmp_path / "pipe"
+    assert main(["export", str(plain_dir), "--format", "diffusers", "--out", str(pipe)]) == 0
+    _cache(cache, "someone/faces-pipe", pipe)
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model = facediff.load("someone/faces-64", device="cpu", precision="fp32")
+    want = facediff.load(plain_dir, device="cpu", precision="fp32")
+    np.testing.assert_array_equal(model.sample_tensor(1, seed=2).numpy(),
+                                  want.sample_tensor(1, seed=2).numpy())
+    assert facediff.load("someone/faces-pipe").config.model == want.config.model
+    capsys.readouterr()
+    assert main(["sample", "someone/not-cached", "-n", "1", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not in the Hugging Face cache" in err[0], err
+
+
+@pytest.mark.parametrize("error, says", [
+    ("RepositoryNotFoundError", "no such model on the Hugging Face Hub (or it is private"),
+    ("GatedRepoError", "is gated on the Hugging Face Hub"),
+])
+def test_hub_refusals_are_one_line(monkeypatch, tmp_path: Path, capsys, error: str, says: str):
+    """What the Hub answers for a missing or private repo (401/404) and a gated one."""
+    from types import SimpleNamespace
+
+    import huggingface_hub
+    from huggingface_hub import errors
+
+    response = SimpleNamespace(headers={}, status_code=401, request=None, url="",
+                               json=dict, text="")
+
+    def refuse(*args, **kwargs):
+        raise getattr(errors, error)("401 Client Error", response=response)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", refuse)
+    assert main(["sample", "someone/private", "-n", "1", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and says in err[0], err

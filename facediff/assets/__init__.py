@@ -1,8 +1,9 @@
 """Bundled pretrained models: each is an exported model dir (config.yaml, weights.safetensors
 in float16) with its MODEL_CARD.md, shipped inside the package so that faces need no download.
 
-Anywhere a model path is taken (``facediff.load``, the CLI), a bundled model's name works too;
-a path that exists on disk always wins over a name.
+Anywhere a model path is taken (``facediff.load``, the CLI), a bundled model's name works too,
+and so does a Hugging Face Hub id (``owner/name``, facediff.hub.download); a path that exists
+on disk always wins over a name.
 """
 
 from __future__ import annotations
@@ -59,7 +60,12 @@ def resolve_model(path: str | Path | None, conditional: bool = False) -> Path:
         return p
     if str(path) in BUNDLED:
         return BUNDLED[str(path)].path
-    raise ModelNotFoundError(f"model not found: {p} (bundled models: {', '.join(BUNDLED)})")
+    from facediff.hub.download import hub_model, looks_like_repo_id
+
+    if looks_like_repo_id(str(path)):  # a Hugging Face Hub repo: downloaded into its cache
+        return hub_model(str(path))
+    raise ModelNotFoundError(f"model not found: {p} (bundled models: {', '.join(BUNDLED)}; "
+                             "or a Hugging Face Hub id, owner/name)")
 
 
 def fast_default(conditional: bool = False) -> Path:
