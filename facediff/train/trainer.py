@@ -97,6 +97,24 @@ def step_seed(seed: int, step: int) -> int:
     return (seed * 1_000_003 + step * 7_919 + 17) % (2**63 - 1)
 
 
+MACHINES = "machines.jsonl"  # RUN/logs/: the machines a run trained on, one line a session
+
+
+def _cpu_name() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), with its core count."""
+    import platform
+
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name} ({os.cpu_count()} cores)"
+
+
 def check_resumable(saved: Config, new: Config, *, init: str | None = None) -> None:
     """A run may change training settings on resume, not what the network is or learns;
     ``init``: ``saved`` is the model a new run warm-starts from (``train.init``), which must
@@ -926,6 +944,7 @@ class Trainer:
             self._on_main(self._keep_autoencoder)  # the run resumes with it alone
         if not acc.is_main_process:
             return
+        self._record_machine()
         log.info(
             "training %s (%s): %d images (%d held out), %.2fM parameters, "
             "%d process(es) on %s, mixed precision %s", self.run_dir,
@@ -934,6 +953,26 @@ class Trainer:
             count_parameters(self.net) / 1e6, self.world, self.device.type,
             acc.mixed_precision,
         )
+
+    def _record_machine(self) -> None:
+        """One line per session in RUN/logs/machines.jsonl: when, from which step, on what
+        device and how many processes (a model card's "trained on"). A failed write only
+        warns: the record is not worth a run."""
+        import json
+        import platform
+
+        dev = self.device
+        name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name()
+        line = {"time": time.time(), "step": self.step, "device": dev.type, "name": name,
+                "processes": self.world, "precision": self.accelerator.mixed_precision,
+                "torch": torch.__version__, "python": platform.python_version()}
+        try:
+            path = self.run_dir / "logs" / MACHINES
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a") as f:
+                f.write(json.dumps(line) + "\n")
+        except OSError as e:
+            log.warning("could not record the machine in %s: %s", self.run_dir, e)
 
     def _keep_autoencoder(self) -> None:
         """A copy of a latent run's autoencoder in RUN/autoencoder/ (an autoencoder export)."""
