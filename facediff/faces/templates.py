@@ -13,7 +13,8 @@ y down; ``size`` x ``size`` pixels once scaled).
   models' data): ``CELEBAHQ_FACE``, the mean of yuface's landmarks over 2,000 of its training
   images (detected at 2x), fitted the same way. These crops are the centre 0.75 of the FFHQ
   rule's square, 0.1 of it lower (docs/faces.md); the mean face matches a held-out photo's
-  crop a little better than that rule (corners within 6.0 px of 128 against 6.7, median).
+  crop a little better than that rule (corners within 6.3 px of 128 against 6.8, median,
+  2,000 held-out photos detected at 2x; at 1x the rule with its sub-crop does slightly better).
 - ``ffhq``: the FFHQ / CelebA-HQ procedure (Karras et al.; NVlabs/ffhq-dataset): a square
   centred a tenth of the way from the eyes to the mouth, oriented by the eye line and the
   eye-to-mouth line, of side the larger of 4x the eye distance and 3.6x the eye-to-mouth
