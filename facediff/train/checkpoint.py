@@ -331,9 +331,9 @@ def read_model(path: str | Path | None, conditional: bool = False,
     skipped with a warning). Returns (config, weights, description of where they came from).
     """
     p = resolve_model(path, conditional)
-    if not is_exported_model(p) and (p / "model_index.json").is_file():
-        from facediff.hub.pipelines import read_pipeline  # a diffusers pipeline folder
+    from facediff.hub.pipelines import is_pipeline, read_pipeline
 
+    if not is_exported_model(p) and is_pipeline(p):  # a diffusers pipeline folder
         return read_pipeline(p)
     if is_exported_model(p):
         source = f"bundled {p.name}" if p.parent == ASSETS else str(p)
