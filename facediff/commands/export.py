@@ -18,8 +18,9 @@ def add_parser(commands: Commands) -> None:
     e.add_argument("--half", action="store_true", help="store weights in float16")
     e.add_argument("--format", choices=("facediff", "diffusers"), default="facediff",
                    help="facediff (default): config.yaml + weights.safetensors; diffusers: a "
-                        "pipeline folder DiffusionPipeline.from_pretrained loads (unconditional "
-                        "pixel models)")
+                        "pipeline folder DiffusionPipeline.from_pretrained loads (DDPMPipeline "
+                        "for unconditional pixel models; conditional and latent models ship "
+                        "their pipeline file: trust_remote_code=True)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,9 +35,16 @@ def run(args: argparse.Namespace) -> int:
 
         out = export_pipeline(model, args.out, half=args.half)
         s = model.settings()
+        custom = len(model.spec) > 0 or getattr(model.net, "latent", False)
+        load = f"{str(out)!r}, trust_remote_code=True" if custom else repr(str(out))
+        attrs = ""
+        if len(model.spec):
+            first = model.spec.conditions[0]
+            attrs = (f", attributes={{{first.name!r}: {first.values[-1]!r}}}, "
+                     f"guidance_scale={model.config.sample.guidance:g}")
         print(f"exported {model.source} to {out} (a diffusers pipeline: "
-              f"DiffusionPipeline.from_pretrained({str(out)!r})(num_inference_steps={s.steps}); "
-              f"its scheduler is facediff's {s.sampler})")
+              f"DiffusionPipeline.from_pretrained({load})(16, num_inference_steps={s.steps}"
+              f"{attrs}); its scheduler is facediff's {s.sampler})")
         return 0
     out = model.save(args.out, half=args.half)
     print(f"exported {model.source} to {out}")

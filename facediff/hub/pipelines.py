@@ -8,6 +8,14 @@ which ``diffusers.DiffusionPipeline.from_pretrained(DIR)`` loads and runs withou
     pipe = DiffusionPipeline.from_pretrained(DIR)
     faces = pipe(batch_size=16, num_inference_steps=25).images
 
+Conditional and latent models need what ``DDPMPipeline`` does not do (attributes and
+classifier-free guidance; decoding latents with the autoencoder, ``vae/``): their folder holds
+``FacediffPipeline`` (facediff/hub/facediff_pipeline.py, copied in; it needs only torch and
+diffusers), which diffusers runs as custom code:
+
+    pipe = DiffusionPipeline.from_pretrained(DIR, trust_remote_code=True)
+    faces = pipe(16, attributes={"Smiling": 1}, guidance_scale=3.0).images
+
 ``facediff/config.yaml`` rides along (diffusers ignores folders it is not told about), so the
 folder also loads back into facediff with everything it was trained with. The folder is
 written whole or not at all (a temporary folder renamed into place).
@@ -15,6 +23,7 @@ written whole or not at all (a temporary folder renamed into place).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -30,6 +39,7 @@ if TYPE_CHECKING:
 
 FACEDIFF_DIR = "facediff"  # facediff's own config inside a pipeline folder
 INDEX = "model_index.json"
+PIPELINE_FILE = "facediff_pipeline.py"  # the conditional / latent pipeline, beside this file
 
 
 def is_pipeline(path: Path) -> bool:
@@ -39,48 +49,83 @@ def is_pipeline(path: Path) -> bool:
 
 def export_pipeline(model: FaceModel, out: str | Path, *, half: bool = False) -> Path:
     """Write ``model`` as a diffusers pipeline folder (see the module docstring); ``half``
-    stores the U-Net in float16. Conditional and latent models are refused in one line (not
-    yet exported)."""
+    stores the networks in float16. Unconditional pixel models take diffusers' own
+    ``DDPMPipeline``; conditional and latent ones ``FacediffPipeline``, a pipeline file
+    (facediff/hub/facediff_pipeline.py) copied into the folder and named by its
+    ``model_index.json``, so diffusers runs it without facediff."""
     from diffusers import DDPMPipeline
 
     from facediff.atomic import publish_dir
     from facediff.diffusion.sampling import make_scheduler
 
-    if len(model.spec):
-        raise FacediffError(f"{model.source} is conditional: the diffusers export covers "
-                            "unconditional models so far")
-    if getattr(model.net, "latent", False):
-        raise FacediffError(f"{model.source} is a latent model: the diffusers export covers "
-                            "pixel models so far")
     final = Path(out)
     if final.exists() and not is_pipeline(final) and (not final.is_dir() or any(final.iterdir())):
         raise FacediffError(f"refusing to export into {final}: it exists and is not a diffusers "
                             "pipeline folder (choose a new or empty folder)")
+    dtype = torch.float16 if half else torch.float32
+    net, cfg = model.net, model.config
+    latent = bool(getattr(net, "latent", False))
     s = model.settings()
-    scheduler = make_scheduler(s.sampler, model.config.diffusion, s.steps)
-    unet = _cpu_copy(model.net.unet, torch.float16 if half else torch.float32)
+    # a latent model's x0 estimates are latents, not images in [-1, 1]: never clipped
+    scheduler = make_scheduler(s.sampler, cfg.diffusion, s.steps,
+                               **({"clip_sample": False} if latent else {}))
+    custom = latent or net.cond is not None
+    if custom:
+        from facediff.hub.facediff_pipeline import FacediffPipeline
+
+        ae = cfg.autoencoder
+        pipe = FacediffPipeline(
+            _class_table_unet(net, dtype), scheduler,
+            _cpu_copy(net.first_stage.net, dtype) if latent else None,
+            conditions=model.spec.to_list(), latent_shift=list(ae.shift) if latent else None,
+            latent_scale=list(ae.scale) if latent else None,
+            guidance_scale=cfg.sample.guidance, guidance_rescale=cfg.sample.guidance_rescale)
+    else:
+        pipe = DDPMPipeline(unet=_cpu_copy(net.unet, dtype), scheduler=scheduler)
     tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(
-            str(tmp), safe_serialization=True)
+        pipe.save_pretrained(str(tmp), safe_serialization=True)
+        if custom:  # name the pipeline file, which rides along
+            shutil.copyfile(Path(__file__).with_name(PIPELINE_FILE), tmp / PIPELINE_FILE)
+            index = _json(tmp / INDEX, "pipeline index")
+            index["_class_name"] = [PIPELINE_FILE.removesuffix(".py"), "FacediffPipeline"]
+            (tmp / INDEX).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
         (tmp / FACEDIFF_DIR).mkdir()
-        (tmp / FACEDIFF_DIR / "config.yaml").write_text(model.config.to_yaml())
+        (tmp / FACEDIFF_DIR / "config.yaml").write_text(cfg.to_yaml())
         publish_dir(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 
+def _class_table_unet(net: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """The U-Net as diffusers can load it: a conditional one's condition embedding (a
+    bias-free linear map of the slots' soft one-hot, added to the time embedding through an
+    identity class embedding) becomes a ``num_class_embeds`` table, the same matrix
+    transposed, which FacediffPipeline multiplies the soft one-hot with."""
+    from diffusers import UNet2DModel
+
+    if net.cond is None:
+        return _cpu_copy(net.unet, dtype)
+    config = {k: v for k, v in net.unet.config.items() if not k.startswith("_")}
+    config.update(class_embed_type=None, num_class_embeds=net.cond.total)
+    twin = UNet2DModel(**config)
+    state = {k: v for k, v in net.unet.state_dict().items()}
+    state["class_embedding.weight"] = net.cond.proj.weight.detach().t()
+    twin.load_state_dict(state)
+    return _cpu_copy(twin, dtype)
+
+
 def _cpu_copy(unet: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
-    """The U-Net on the CPU in ``dtype``, contiguous (not channels-last), leaving ``unet``."""
+    """The network on the CPU in ``dtype``, contiguous (not channels-last), leaving ``unet``.
+    (Cast tensor by tensor: diffusers' ``ModelMixin.to`` warns about dtypes on every call.)"""
     import copy
 
-    twin = copy.deepcopy(unet).to("cpu", dtype)
-    for p in twin.parameters():
-        p.data = p.data.contiguous()
+    twin = copy.deepcopy(unet)
+    for t in [*twin.parameters(), *twin.buffers()]:
+        t.data = t.data.to("cpu", dtype if t.is_floating_point() else t.dtype).contiguous()
     return twin
-
 
 
 # ---- in: a diffusers pipeline folder as a facediff model -------------------------------------
@@ -100,8 +145,6 @@ _WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16
 
 
 def _json(path: Path, what: str) -> dict:
-    import json
-
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as e:
@@ -172,19 +215,30 @@ def pipeline_config(path: str | Path) -> Config:
 
 def read_pipeline(path: str | Path) -> tuple[Config, dict[str, torch.Tensor], str]:
     """(config, the network's weights, source) of a diffusers pipeline folder, as
-    ``facediff.train.checkpoint.read_model`` returns them for facediff's own models."""
-    from safetensors.torch import load_file
-
+    ``facediff.train.checkpoint.read_model`` returns them for facediff's own models. A folder
+    facediff wrote reads back whole: a conditional U-Net's class-embedding table becomes the
+    condition embedding again, a latent model's ``vae/`` its first stage."""
     p = Path(path)
     cfg = pipeline_config(p)
-    found = next((p / "unet" / w for w in _WEIGHTS if (p / "unet" / w).is_file()), None)
+    state = {f"unet.{k}": v for k, v in _weights(p / "unet").items()}
+    table = state.pop("unet.class_embedding.weight", None)
+    if table is not None:  # facediff's conditional export (foreign ones are refused above)
+        state["cond.proj.weight"] = table.t().contiguous()
+    if (p / "vae").is_dir():
+        state.update({f"first_stage.net.{k}": v for k, v in _weights(p / "vae").items()})
+    return cfg, state, str(p)
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    """A diffusers component's weights (safetensors, or a ``.bin`` where it has none)."""
+    from safetensors.torch import load_file
+
+    found = next((folder / w for w in _WEIGHTS if (folder / w).is_file()), None)
     if found is None:
-        raise FacediffError(f"{p}/unet has no weights ({' or '.join(_WEIGHTS)})")
+        raise FacediffError(f"{folder} has no weights ({' or '.join(_WEIGHTS)})")
     try:
         if found.suffix == ".bin":
-            state = torch.load(found, map_location="cpu", weights_only=True)
-        else:
-            state = load_file(str(found))
+            return torch.load(found, map_location="cpu", weights_only=True)
+        return load_file(str(found))
     except Exception as e:  # a broken download: name the file
         raise FacediffError(f"cannot read {found}: {type(e).__name__}: {e}") from e
-    return cfg, {f"unet.{k}": v for k, v in state.items()}, str(p)

@@ -331,10 +331,13 @@ def read_model(path: str | Path | None, conditional: bool = False,
     skipped with a warning). Returns (config, weights, description of where they came from).
     """
     p = resolve_model(path, conditional)
-    from facediff.hub.pipelines import is_pipeline, read_pipeline
+    from facediff.hub.pipelines import FACEDIFF_DIR, is_pipeline, read_pipeline
 
     if not is_exported_model(p) and is_pipeline(p):  # a diffusers pipeline folder
-        return read_pipeline(p)
+        if is_exported_model(p / FACEDIFF_DIR):  # with facediff's own export (`facediff push`)
+            p = p / FACEDIFF_DIR
+        else:
+            return read_pipeline(p)
     if is_exported_model(p):
         source = f"bundled {p.name}" if p.parent == ASSETS else str(p)
         return _read_config(p / "config.yaml"), _read_weights(p / "weights.safetensors"), source
