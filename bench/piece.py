@@ -81,6 +81,19 @@ def export_images(export: Path) -> int | None:
     return images_seen(Config.load(export / "config.yaml"), ck.exported_step(export) or 0)
 
 
+def yield_cpu() -> None:
+    """Let work in other sessions go first. ``nice`` alone does not do that on Linux with
+    autogroup scheduling (sched_autogroup_enabled, on by default): a process started under
+    setsid/nohup is its own group, which the scheduler weighs equally with the shell's, so a
+    nice-19 trainer still took half the CPU from tests beside it (seen 2026-12-02: pytest got
+    50% of a core beside two such trainers, 93% once their group was niced). The group's own
+    nice (/proc/self/autogroup) fixes that; where it is missing, this does nothing."""
+    try:
+        Path("/proc/self/autogroup").write_text("19")
+    except OSError:
+        pass
+
+
 def facediff(*args: str, env: dict[str, str]) -> int:
     cmd = ["nice", "-n", "19", sys.executable, "-m", "facediff", *args]
     print("$", " ".join(cmd[3:]), flush=True)
@@ -129,6 +142,7 @@ def main() -> int:
         print("$ facediff", " ".join(train))
         return 0
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    yield_cpu()
     code = facediff(*train, env=env)
     if code not in (0, 130) or not ck.is_exported_model(run / ck.EXPORT_DIR):
         print(f"training ended with exit code {code}; nothing exported", file=sys.stderr)

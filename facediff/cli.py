@@ -15,6 +15,7 @@ from facediff.allocator import tune_allocator
 from facediff.commands import (
     app,
     autoencoder,
+    card,
     classifier,
     config,
     data,
@@ -24,6 +25,7 @@ from facediff.commands import (
     export,
     interpolate,
     models,
+    push,
     sample,
     train,
     viz,
@@ -32,8 +34,8 @@ from facediff.commands.arguments import Commands, Parser
 from facediff.errors import FacediffError
 
 # in the order `facediff --help` lists them
-COMMANDS = [train, autoencoder, distill, sample, interpolate, edit, models, config, export, data,
-            evaluate, classifier, viz, app]
+COMMANDS = [train, autoencoder, distill, sample, interpolate, edit, models, config, export, card,
+            push, data, evaluate, classifier, viz, app]
 
 
 class _Formatter(logging.Formatter):

@@ -14,6 +14,7 @@ import pytest
 import facediff
 from facediff.cli import main
 from tests.test_app import tiny_model
+from tests.test_eval import TinyFeatures
 
 # diffusers' pipeline run in a fresh interpreter where importing facediff fails
 RUN_WITHOUT_FACEDIFF = """
@@ -299,3 +300,39 @@ def torch_equal(a: object, b: object) -> bool:
     import torch
 
     return bool(torch.equal(a, b))
+
+
+def test_a_diffusers_pipeline_is_evaluated_drawn_edited_and_served(
+        faces_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The other commands take a pipeline folder like any model: eval (with the tests' tiny
+    feature network), the reverse-process figure, an SDEdit of a photo, and the app's
+    session."""
+    from PIL import Image
+
+    from facediff.eval import features
+
+    monkeypatch.setattr(features, "InceptionFeatures", TinyFeatures)
+
+    from facediff.app.logic import Limits, Session
+
+    pipe = tmp_path / "ddpm"
+    _foreign_pipeline(pipe, 5)
+    fast = ["--sampler", "ddim", "--steps", "3", "--precision", "fp32"]
+    out = tmp_path / "eval"
+    assert main(["eval", str(pipe), "--ref", str(faces_dir), "-n", "4", *fast, "--out",
+                 str(out), "--no-progress", "-q"]) == 0
+    (row,) = json.loads((out / "results.json").read_text())
+    assert row["n"] == 4 and np.isfinite(row["fid"])
+    fig = tmp_path / "reverse.png"
+    assert main(["viz", "reverse", str(pipe), "--n", "1", *fast, "--animation", "none",
+                 "--out", str(fig), "-q"]) == 0
+    assert Image.open(fig).width > 16
+    photo = faces_dir / "face_00001.png"
+    edited = tmp_path / "edited.png"
+    assert main(["edit", str(photo), "--model", str(pipe), "--method", "sdedit",
+                 "--strength", "0.5", "--steps", "4", "--no-align", "--precision", "fp32",
+                 "--out", str(edited), "-q"]) == 0
+    assert Image.open(edited).size == Image.open(photo).size
+    session = Session(facediff.load(pipe, device="cpu", precision="fp32"),
+                      Limits(max_images=2, max_steps=5), out_dir=tmp_path / "app")
+    assert session.check(2, 3, "ddim") == (2, 3)

@@ -22,13 +22,15 @@ def add_parser(commands: Commands) -> None:
     ed = commands.add(NAME, "edit attributes of a real face photo")
     ed.add_argument("photo", help="a photo with a face (found, aligned to the model's crop, "
                                    "edited and pasted back)")
-    ed.add_argument("--model", help="a conditional model: dir or bundled name (default: "
-                                     "the bundled attribute model)")
+    ed.add_argument("--model", help="a model dir, run dir, diffusers pipeline, Hub id or "
+                                     "bundled name (default: the bundled attribute model); "
+                                     "an unconditional one re-draws with --method sdedit")
     shared.add_attr(ed, "attributes to set, e.g. Eyeglasses=1")
     ed.add_argument("--from-attr", action="append", default=[], metavar="NAME=VALUE",
                     help="the photo's own attributes (default: unspecified)")
     ed.add_argument("--method", choices=["ddim", "sdedit"], default="ddim",
-                    help="ddim: invert then regenerate; sdedit: noise to --strength, denoise")
+                    help="ddim: invert then regenerate; sdedit: noise to --strength, denoise "
+                         "(with no --attr: the model's own take on the face)")
     ed.add_argument("--strength", type=float, default=0.6, help="sdedit: 0..1")
     # editing always runs deterministic DDIM: no --sampler or --eta
     shared.add_sampling(ed, flags=("steps", "seed", "guidance", "guidance_rescale"), steps=50,
@@ -50,8 +52,9 @@ def run(args: argparse.Namespace) -> int:
     from facediff.faces import paste_back
     from facediff.viz.grid import make_grid
 
-    if not args.attr:
-        raise FacediffError("give at least one --attr NAME=VALUE to change")
+    if not args.attr and args.method != "sdedit":  # SDEdit alone re-draws the face
+        raise FacediffError("give at least one --attr NAME=VALUE to change (or --method "
+                            "sdedit --strength S to re-draw the face, with any model)")
     if not 0.0 < args.strength <= 1.0:  # NaN fails this too
         raise FacediffError(f"--strength must be in (0, 1], got {args.strength}")
     out = shared.writable_file(args.out)
@@ -82,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     edited, _ = paste_back(photo, aligned, array_to_image(after.numpy()))
     save_png(edited, out)
     save_png(make_grid(torch.stack([before, after]), nrow=2), crops)
-    print(f"wrote {out} (the photo, edited: {' '.join(args.attr)}, {args.method}, "
+    print(f"wrote {out} (the photo, edited: {' '.join(args.attr) or 're-drawn'}, {args.method}, "
           f"{settings.steps} steps, guidance {settings.guidance}) and {crops} (before | after)")
     return 0
 
