@@ -166,7 +166,9 @@ class AutoencoderConfig:
     autoencoder``) it is the network being trained; in a latent diffusion model the frozen
     autoencoder whose latents the U-Net learns (``kind: none``: a pixel-space model)."""
 
-    kind: Literal["none", "tiny", "kl"] = "none"
+    # tiny / kl: facediff trains them; vq: diffusers' VQModel, read with a diffusers
+    # LDMPipeline (e.g. CompVis/ldm-celebahq-256), which facediff samples but does not train
+    kind: Literal["none", "tiny", "kl", "vq"] = "none"
     # one value per level; the spatial factor is 2 ** (levels - 1). AutoencoderTiny uses one
     # width everywhere (the first value)
     block_out_channels: list[int] = field(default_factory=lambda: [48, 48, 48])
@@ -178,6 +180,8 @@ class AutoencoderConfig:
     scale: list[float] = field(default_factory=list)
     # latent model: the sha256 of the autoencoder's weights (the latent cache's key)
     digest: str | None = None
+    # kind vq: the VQModel's own config (diffusers' vqvae/config.json), from which it is built
+    vq_config: Any = field(default_factory=dict)
     # autoencoder run: reconstruction L1 + ssim_weight (1 - SSIM) + kl_weight KL, and after
     # disc_start steps adv_weight x the hinge loss of a patch discriminator (trained from
     # step 0 on the reconstructions, so it is ready when its loss is switched on)
@@ -512,8 +516,16 @@ def _validate_distill(cfg: Config) -> None:
 
 def _validate_autoencoder(cfg: Config) -> None:
     ae = cfg.autoencoder
-    if cfg.task == "autoencoder" and ae.kind == "none":
-        raise ConfigError("an autoencoder run needs autoencoder.kind tiny or kl")
+    if cfg.task == "autoencoder" and ae.kind in ("none", "vq"):
+        raise ConfigError("an autoencoder run needs autoencoder.kind tiny or kl (vq "
+                          "autoencoders come with diffusers LDMPipelines; facediff does not "
+                          "train them)")
+    if not isinstance(ae.vq_config, dict):
+        raise ConfigError(f"autoencoder.vq_config must be a mapping of VQModel arguments, got "
+                          f"{ae.vq_config!r}")
+    if ae.kind == "vq" and not ae.vq_config:
+        raise ConfigError("autoencoder.kind vq needs autoencoder.vq_config (the VQModel's "
+                          "config, as a diffusers LDMPipeline folder holds it)")
     if ae.kind == "none":
         return
     if not ae.block_out_channels or not all(c > 0 for c in ae.block_out_channels):

@@ -122,14 +122,15 @@ def test_facediff_samples_a_diffusers_pipeline_folder(tmp_path: Path):
 
 
 def test_pipelines_facediff_cannot_run_are_one_line(tmp_path: Path, capsys):
-    latent = tmp_path / "ldm"
-    latent.mkdir()
-    (latent / "model_index.json").write_text(json.dumps({
-        "_class_name": "LDMPipeline", "unet": ["diffusers", "UNet2DModel"],
-        "vqvae": ["diffusers", "VQModel"], "scheduler": ["diffusers", "DDIMScheduler"]}))
-    assert main(["sample", str(latent), "-n", "1", "--out", str(tmp_path / "o")]) == 2
+    sd = tmp_path / "sd"
+    sd.mkdir()
+    (sd / "model_index.json").write_text(json.dumps({
+        "_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"], "text_encoder": ["transformers", "CLIPTextModel"],
+        "scheduler": ["diffusers", "PNDMScheduler"]}))
+    assert main(["sample", str(sd), "-n", "1", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "is a LDMPipeline with vqvae" in err[0]
+    assert len(err) == 1 and "is a StableDiffusionPipeline with text_encoder, vae" in err[0]
     _foreign_pipeline(tmp_path / "ddpm", 5)
     (tmp_path / "ddpm" / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"junk")
     assert main(["sample", str(tmp_path / "ddpm"), "-n", "1", "--out", str(tmp_path / "o")]) == 2
@@ -336,3 +337,41 @@ def test_a_diffusers_pipeline_is_evaluated_drawn_edited_and_served(
     session = Session(facediff.load(pipe, device="cpu", precision="fp32"),
                       Limits(max_images=2, max_steps=5), out_dir=tmp_path / "app")
     assert session.check(2, 3, "ddim") == (2, 3)
+
+
+def test_facediff_samples_an_ldm_pipeline_with_its_vq_autoencoder(tmp_path: Path, capsys):
+    """A tiny random LDMPipeline (CompVis/ldm-celebahq-256's kind: a U-Net on the latents of a
+    VQModel) gives the same faces in facediff as in diffusers."""
+    import torch
+    from diffusers import LDMPipeline, UNet2DModel, VQModel
+
+    from facediff.config import DiffusionConfig
+    from facediff.diffusion.sampling import make_scheduler
+
+    torch.manual_seed(5)
+    unet = UNet2DModel(sample_size=8, in_channels=3, out_channels=3, block_out_channels=(16, 32),
+                       layers_per_block=1, down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+                       up_block_types=("AttnUpBlock2D", "UpBlock2D"), norm_num_groups=8)
+    vq = VQModel(in_channels=3, out_channels=3, block_out_channels=(8, 16),
+                 down_block_types=("DownEncoderBlock2D",) * 2,
+                 up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=3,
+                 num_vq_embeddings=16, norm_num_groups=4, sample_size=16, scaling_factor=0.7)
+    sched = make_scheduler("ddim", DiffusionConfig(beta_schedule="linear", prediction="eps"), 3,
+                           clip_sample=False)
+    pipe = LDMPipeline(vqvae=vq, unet=unet, scheduler=sched)
+    pipe.save_pretrained(str(tmp_path / "ldm"))
+    gens = [torch.Generator().manual_seed(4 + i) for i in range(2)]
+    want = (pipe(batch_size=2, generator=gens, num_inference_steps=3,
+                 output_type="np").images * 255).round().astype(np.uint8)
+    model = facediff.load(tmp_path / "ldm", device="cpu", precision="fp32")
+    ae = model.config.autoencoder
+    assert (ae.kind, ae.scale, model.config.data.image_size) == ("vq", [0.7] * 3, 16)
+    got = model.sample_tensor(2, sampler="ddim", steps=3, seed=4).numpy()
+    assert got.shape == want.shape == (2, 16, 16, 3)
+    assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
+    # an autoencoder run cannot train a VQ first stage: one line
+    from facediff.config import ConfigError, validate
+
+    model.config.task = "autoencoder"
+    with pytest.raises(ConfigError, match="facediff does not train them"):
+        validate(model.config)

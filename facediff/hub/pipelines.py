@@ -170,10 +170,13 @@ def pipeline_config(path: str | Path) -> Config:
     parts = {k for k, v in index.items() if not k.startswith("_") and v and v[0] is not None}
     kind = index.get("_class_name", "?")
     unet_class = (index.get("unet") or [None, None])[1]
-    if unet_class != "UNet2DModel" or parts - _PARTS:
-        extra = ", ".join(sorted(parts - _PARTS)) or f"a {unet_class}"
+    vq = (index.get("vqvae") or [None, None])[1] == "VQModel"  # LDMPipeline's first stage
+    others = parts - _PARTS - ({"vqvae"} if vq else set())
+    if unet_class != "UNet2DModel" or others:
+        extra = ", ".join(sorted(others)) or f"a {unet_class}"
         raise FacediffError(f"{p} is a {kind} with {extra}: facediff runs unconditional "
-                            "UNet2DModel pipelines (DDPMPipeline, DDIMPipeline)")
+                            "UNet2DModel pipelines (DDPMPipeline, DDIMPipeline, and "
+                            "LDMPipeline with its VQModel)")
     u = _json(p / "unet" / "config.json", "U-Net config")
     s = _json(p / "scheduler" / "scheduler_config.json", "scheduler config")
     if u.get("class_embed_type") or u.get("num_class_embeds"):
@@ -186,7 +189,7 @@ def pipeline_config(path: str | Path) -> Config:
     if [i for i, b in enumerate(reversed(up)) if _UP_BLOCKS[b]] != levels:
         raise FacediffError(f"{p}'s U-Net has attention at different levels going down and up")
     channels = int(u.get("in_channels", 3))
-    if channels not in (1, 3) or int(u.get("out_channels", channels)) != channels:
+    if int(u.get("out_channels", channels)) != channels or (channels not in (1, 3) and not vq):
         raise FacediffError(f"{p}'s U-Net takes {channels} channels: facediff runs 1 or 3")
     schedule = {v: k for k, v in BETA_SCHEDULES.items()}.get(s.get("beta_schedule", "linear"))
     prediction = {v: k for k, v in PREDICTION_TYPES.items()}.get(
@@ -210,7 +213,33 @@ def pipeline_config(path: str | Path) -> Config:
     cfg.data.image_size = int(u.get("sample_size", 64))
     cfg.data.channels = channels
     cfg.data.path = str(p)
+    if vq:
+        _vq_first_stage(cfg, _json(p / "vqvae" / "config.json", "VQModel config"), p)
     return cfg
+
+
+def _vq_first_stage(cfg: Config, v: dict, p: Path) -> None:
+    """An LDMPipeline's VQModel as the first stage of ``cfg``: LDMPipeline decodes
+    ``latents / scaling_factor``, which is facediff's ``z = latents / scale + shift`` with
+    scale = that factor (VQModel's default where its config has none) and shift 0."""
+    import inspect
+
+    from diffusers import VQModel
+
+    from facediff.config import AutoencoderConfig
+
+    c = int(v.get("latent_channels", 3))
+    if c != cfg.data.channels:
+        raise FacediffError(f"{p}'s U-Net takes {cfg.data.channels} channels, its VQModel "
+                            f"makes {c}")
+    default = inspect.signature(VQModel.__init__).parameters["scaling_factor"].default
+    factor = float(v.get("scaling_factor", default))
+    widths = list(v.get("block_out_channels", [64]))
+    cfg.autoencoder = AutoencoderConfig(
+        kind="vq", block_out_channels=widths, latent_channels=c, shift=[0.0] * c,
+        scale=[factor] * c, vq_config={k: x for k, x in v.items() if not k.startswith("_")})
+    cfg.data.image_size *= 2 ** (len(widths) - 1)
+    cfg.data.channels = int(v.get("in_channels", 3))
 
 
 def read_pipeline(path: str | Path) -> tuple[Config, dict[str, torch.Tensor], str]:
@@ -224,8 +253,9 @@ def read_pipeline(path: str | Path) -> tuple[Config, dict[str, torch.Tensor], st
     table = state.pop("unet.class_embedding.weight", None)
     if table is not None:  # facediff's conditional export (foreign ones are refused above)
         state["cond.proj.weight"] = table.t().contiguous()
-    if (p / "vae").is_dir():
-        state.update({f"first_stage.net.{k}": v for k, v in _weights(p / "vae").items()})
+    for part in ("vae", "vqvae"):  # facediff's latent export; an LDMPipeline's first stage
+        if (p / part).is_dir() and index_part(p, part):
+            state.update({f"first_stage.net.{k}": v for k, v in _weights(p / part).items()})
     return cfg, state, str(p)
 
 
@@ -242,3 +272,9 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
         return load_file(str(found))
     except Exception as e:  # a broken download: name the file
         raise FacediffError(f"cannot read {found}: {type(e).__name__}: {e}") from e
+
+
+def index_part(folder: Path, name: str) -> bool:
+    """Whether a pipeline folder's ``model_index.json`` names a component ``name``."""
+    entry = _json(Path(folder) / INDEX, "pipeline index").get(name)
+    return bool(entry) and entry[0] is not None

@@ -25,20 +25,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import torch
-from diffusers import AutoencoderKL, AutoencoderTiny
+from diffusers import AutoencoderKL, AutoencoderTiny, VQModel
 from torch import nn
 from torch.nn import functional as F
 
 if TYPE_CHECKING:
     from facediff.config import Config
 
-Kind = Literal["tiny", "kl"]
+Kind = Literal["tiny", "kl", "vq"]
 
 
 class FirstStage(nn.Module):
     """An image autoencoder: ``encode`` to latents (and the KL term), ``decode`` back."""
 
-    def __init__(self, net: AutoencoderTiny | AutoencoderKL, factor: int) -> None:
+    def __init__(self, net: AutoencoderTiny | AutoencoderKL | VQModel, factor: int) -> None:
         super().__init__()
         self.net = net
         self.factor = factor
@@ -47,6 +47,8 @@ class FirstStage(nn.Module):
 
     @property
     def kind(self) -> Kind:
+        if isinstance(self.net, VQModel):
+            return "vq"
         return "kl" if isinstance(self.net, AutoencoderKL) else "tiny"
 
     def encode(self, x: torch.Tensor, *, sample: bool = False,
@@ -110,6 +112,9 @@ def build_first_stage(cfg: Config) -> FirstStage:
     ae = cfg.autoencoder
     if ae.kind == "none":
         raise ValueError("the config describes no autoencoder (autoencoder.kind is none)")
+    if ae.kind == "vq":  # a diffusers LDMPipeline's VQModel, exactly as it was configured
+        config = {k: v for k, v in ae.vq_config.items() if not k.startswith("_")}
+        return FirstStage(VQModel(**config), 2 ** (len(ae.block_out_channels) - 1))
     return build_autoencoder(ae.kind, cfg.data.channels,
                              block_out_channels=ae.block_out_channels,
                              blocks_per_level=ae.blocks_per_level,
