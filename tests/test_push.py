@@ -327,6 +327,7 @@ def test_the_training_record_stops_at_the_weights_step(run_dir: Path):
     ("/data/faces", "utkface", "UTKFace"),
     ("../shared/datasets/mnist", "auto", "MNIST"),
     ("/data/simpsons/cropped", "auto", None),
+    ("/root/data/celebahq128/train", "auto", "CelebA-HQ (made from CelebA)"),  # a split
     (None, "auto", None),
 ])
 def test_known_datasets_are_recognised_by_name(path: str | None, source: str,
@@ -334,3 +335,22 @@ def test_known_datasets_are_recognised_by_name(path: str | None, source: str,
     found = data_licence(DataConfig(path=path, source=source))
     assert found.dataset == dataset
     assert (found.license_name is not None) == (dataset is not None)
+
+
+def test_a_conditional_model_stages_its_pipeline_file_and_classifier(tmp_path: Path):
+    """The staged repo of an attribute model holds FacediffPipeline and, in facediff/, the
+    classifier it ships (what `sample --like` reads), so the Hub copy loads whole."""
+    from facediff.assets import ASSETS
+    from facediff.hub.push import stage
+
+    model_dir = tmp_path / "cond"
+    tiny_model(True).save(model_dir)
+    shutil.copytree(ASSETS / "celeba-attrs-32" / "classifier", model_dir / "classifier")
+    model = facediff.load(model_dir, device="cpu", precision="fp32")
+    staged = stage(model, tmp_path / "stage", CardInputs("a/b"))
+    files = {name for name, _ in staged.files}
+    assert {"facediff_pipeline.py", "model_index.json", "unet/config.json",
+            "facediff/weights.safetensors", "facediff/classifier/classifier.json",
+            "facediff/classifier/weights.safetensors", "README.md"} <= files
+    back = facediff.load(tmp_path / "stage", device="cpu", precision="fp32")
+    assert back.path == tmp_path / "stage" / "facediff"

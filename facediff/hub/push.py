@@ -7,6 +7,7 @@ The repo it writes::
     unet/  scheduler/  ...          DiffusionPipeline.from_pretrained("user/name") runs it
     facediff/config.yaml          facediff's own export, complete: everything the model was
     facediff/weights.safetensors    trained with, and its weights (what model.save writes)
+    facediff/classifier/          an attribute model's shipped classifier, where it has one
 
 The repo is staged in a temporary folder, then uploaded in one commit
 (``HfApi.upload_folder``). Model files (weights, configs, pipeline code) that an earlier push
@@ -90,6 +91,11 @@ def stage(model: FaceModel, folder: str | Path, inputs: CardInputs, *,
             os.replace(entry, target / entry.name)
     finally:
         shutil.rmtree(own, ignore_errors=True)
+    from facediff.eval.classifier import CLASSIFIER_DIR, shipped_classifier
+
+    clf = shipped_classifier(model.path)  # an attribute model's (`sample --like` reads it)
+    if clf is not None:
+        shutil.copytree(clf, root / FACEDIFF_DIR / CLASSIFIER_DIR, dirs_exist_ok=True)
     text = card if card is not None else model_card(model, inputs, index)
     (root / CARD_FILE).write_text(text)
     return Staged(root, repo_files(root), index)
