@@ -129,8 +129,8 @@ def _cpu_copy(unet: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
 
 
 # ---- in: a diffusers pipeline folder as a facediff model -------------------------------------
-# what the folder may hold besides the U-Net and its scheduler: nothing that conditions or
-# decodes (a VAE, a text encoder, class labels) is read by facediff yet
+# what a foreign folder may hold besides the U-Net and its scheduler: an LDMPipeline's VQModel
+# (``vqvae``); nothing that conditions (a text encoder, class labels) is read by facediff
 _PARTS = {"unet", "scheduler"}
 _BLOCKS = {"DownBlock2D": False, "AttnDownBlock2D": True}
 _UP_BLOCKS = {"UpBlock2D": False, "AttnUpBlock2D": True}
