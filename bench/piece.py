@@ -13,8 +13,9 @@ Steps:
    that is behind is moved aside (RUN.behind-DATE), not deleted.
 3. `facediff train` for --minutes (`--time-limit`: it checkpoints and exports at the end),
    at nice 19 with --threads OpenMP threads.
-4. `facediff export RUN --out exports/MODEL --half`: commit that folder (8-25 MB of fp16
-   weights; never the checkpoints), so the next session can go on even on a new machine.
+4. `facediff export RUN --out exports/MODEL --half` (a shipped `classifier/` in it is
+   kept): commit that folder (8-25 MB of fp16 weights; never the checkpoints), so the next
+   session can go on even on a new machine.
 Prints the images seen before and after; add the row to docs/training-plan.md.
 """
 
@@ -100,6 +101,24 @@ def facediff(*args: str, env: dict[str, str]) -> int:
     return subprocess.run(cmd, env=env).returncode
 
 
+def export_keeping_classifier(run: Path, export: Path, env: dict[str, str]) -> int:
+    """``facediff export RUN --out exports/MODEL --half``, keeping the attribute classifier
+    committed beside the model (``exports/MODEL/classifier/``), which the export's
+    whole-folder replacement would drop."""
+    import shutil
+    import tempfile
+
+    clf = export / "classifier"
+    with tempfile.TemporaryDirectory() as tmp:
+        kept = Path(tmp) / "classifier"
+        if clf.is_dir():
+            shutil.copytree(clf, kept)
+        code = facediff("export", str(run), "--out", str(export), "--half", env=env)
+        if kept.is_dir() and not clf.is_dir():
+            shutil.copytree(kept, clf)
+    return code
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("model", choices=sorted(MODELS))
@@ -147,7 +166,7 @@ def main() -> int:
     if code not in (0, 130) or not ck.is_exported_model(run / ck.EXPORT_DIR):
         print(f"training ended with exit code {code}; nothing exported", file=sys.stderr)
         return code or 1
-    code = facediff("export", str(run), "--out", str(export), "--half", env=env)
+    code = export_keeping_classifier(run, export, env)
     if code == 0:
         print(f"{args.model}: {export_images(export) or 0:,} images seen; commit {export}")
     return code
