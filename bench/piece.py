@@ -4,6 +4,7 @@ is gone or behind it, then export the piece back into the repo.
 
     python bench/piece.py celebahq-64 --minutes 120
     python bench/piece.py anime-64 --minutes 120 --threads 1   # two pieces side by side
+    python bench/piece.py ae-128 --minutes 60 --threads 1      # the 128 px autoencoder
 
 Steps:
 1. The data split (bench/split.py, deterministic) is made if it is missing.
@@ -51,6 +52,9 @@ class Plan:
     extra: list[str]
     held_out: int | None = None
     split: str = ""
+    # an autoencoder (`facediff autoencoder train`) is committed in fp32: a latent model
+    # warm-started later must find the very autoencoder (its digest) it was trained on
+    autoencoder: bool = False
 
 
 MODELS = {
@@ -61,6 +65,9 @@ MODELS = {
     # the official train split (4,560 of the 6,000), the 8 attributes of celeba-attrs-32
     "celeba-attrs-64": Plan("celeba-attrs64", "celeba-6k", [
         "--preset", "pixel64", "--set", "data.split=train", "--set", f"data.conditions={ATTRS}"]),
+    # the first stage of the 128 px latent model (preset ae128: 64 px crops of 128 px faces)
+    "ae-128": Plan("ae128", "celebahq-128", ["--preset", "ae128"], 2000, "celebahq128",
+                   autoencoder=True),
 }
 
 
@@ -99,6 +106,20 @@ def facediff(*args: str, env: dict[str, str]) -> int:
     cmd = ["nice", "-n", "19", sys.executable, "-m", "facediff", *args]
     print("$", " ".join(cmd[3:]), flush=True)
     return subprocess.run(cmd, env=env).returncode
+
+
+def copy_export(run: Path, export: Path) -> int:
+    """An autoencoder run's own export (RUN/model, fp32) copied whole into exports/MODEL."""
+    import shutil
+
+    from facediff.atomic import publish_dir
+
+    tmp = export.with_name(f".tmp-{export.name}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(run / ck.EXPORT_DIR, tmp)
+    publish_dir(tmp, export)
+    print(f"copied {run / ck.EXPORT_DIR} to {export}")
+    return 0
 
 
 def export_keeping_classifier(run: Path, export: Path, env: dict[str, str]) -> int:
@@ -141,7 +162,8 @@ def main() -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
     have_run, have_export = run_images(run), export_images(export)
-    train = ["train", "--data", str(data), "--out", str(run),
+    command = ["autoencoder", "train"] if plan.autoencoder else ["train"]
+    train = [*command, "--data", str(data), "--out", str(run),
              "--time-limit", f"{args.minutes:g}", "--no-progress"]
     if have_run is not None and (have_export is None or have_run >= have_export):
         print(f"resuming {run}: {have_run:,} images seen")
@@ -166,7 +188,8 @@ def main() -> int:
     if code not in (0, 130) or not ck.is_exported_model(run / ck.EXPORT_DIR):
         print(f"training ended with exit code {code}; nothing exported", file=sys.stderr)
         return code or 1
-    code = export_keeping_classifier(run, export, env)
+    code = copy_export(run, export) if plan.autoencoder else \
+        export_keeping_classifier(run, export, env)
     if code == 0:
         print(f"{args.model}: {export_images(export) or 0:,} images seen; commit {export}")
     return code

@@ -347,3 +347,34 @@ def test_a_latent_model_warm_starts_from_its_fp16_export(faces_dir: Path, ae_run
     assert any(not torch.equal(v, rounded[f"first_stage.{k}"].float()) for k, v in ae.items())
     for k, v in ae.items():
         assert torch.equal(got[f"first_stage.{k}"], v), k
+
+
+def test_an_autoencoder_run_warm_starts_from_an_exported_autoencoder(ae_run: Path,
+                                                                      faces_dir: Path,
+                                                                      tmp_path: Path, capsys):
+    """`facediff autoencoder train --init AE`: a new run begins at the export's weights
+    (so an autoencoder trains on in pieces when its run dir is lost), counts its images, and
+    refuses a diffusion model or another architecture in one line."""
+    from facediff.config import Config
+    from facediff.train import checkpoint as ck
+    from facediff.train.autoencoder import AutoencoderTrainer
+
+    export = ae_run / ck.EXPORT_DIR
+    want = load_file(str(export / "weights.safetensors"))
+    cfg = Config.load(ae_run / "config.yaml")
+    cfg.train.init, cfg.train.max_steps = str(export), 2
+    trainer = AutoencoderTrainer(cfg, tmp_path / "b", progress=False)
+    trainer._resume_latest()
+    for net in (trainer.net, trainer.ema_net):
+        state = net.state_dict()
+        assert all(torch.equal(state[f"ae.{k}"], v) for k, v in want.items())
+    assert cfg.train.init_images == 6 * cfg.train.batch_size
+    run = tmp_path / "c"
+    assert main(["autoencoder", "train", "--out", str(run), *tiny_args(faces_dir), *_set(AE),
+                 "--init", str(export), "--max-steps", "1", "-q"]) == 0
+    assert Config.load(run / "config.yaml").train.init_images == 6 * cfg.train.batch_size
+    wider = [o.replace("[8,8]", "[8,8,8]") if "block_out" in o else o for o in AE]
+    code = main(["autoencoder", "train", "--out", str(tmp_path / "d"), *tiny_args(faces_dir),
+                 *_set(wider), "--init", str(export), "--max-steps", "1", "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "cannot start from" in err[-1], err

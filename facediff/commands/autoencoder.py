@@ -26,6 +26,10 @@ def add_parser(commands: Commands) -> None:
     tr = sub.add("train", "train an autoencoder (or resume the run in --out); presets ae64, "
                           "ae128")
     train_command.add_run_arguments(tr)
+    tr.add_argument("--init", metavar="AUTOENCODER",
+                    help="start a new run from this autoencoder's weights (its export or "
+                         "run): to train it on in a new run dir when the old one is lost; "
+                         "the discriminator starts anew. A resumed run ignores it")
 
     ev = sub.add("eval", "PSNR, SSIM and reconstruction FID on held-out images; written "
                          "into the autoencoder's model card")

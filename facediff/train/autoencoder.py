@@ -114,6 +114,24 @@ class AutoencoderTrainer(Trainer):
         zero = torch.zeros((), device=self.device)
         self._gan_sums: list[Any] = [zero, zero.clone(), 0, 0]
 
+    def warm_start(self, model: str) -> None:
+        """Start this new run from an autoencoder's EMA weights (``train.init``: its export,
+        or its run), so an autoencoder trains on in pieces even when a run dir is lost: the
+        autoencoder and its EMA begin there; the discriminator, the optimizer, the step (and
+        so the adversarial warm-up, ``autoencoder.disc_start``) begin anew. It must be the
+        same autoencoder (kind, widths, latent channels) at the same image size."""
+        from facediff.train import checkpoint as ckpt
+        from facediff.train.trainer import check_resumable
+
+        saved, weights, source = ckpt.read_model(model)
+        if saved.task != "autoencoder":
+            raise ConfigError(f"cannot start an autoencoder run from {source}: it is not an "
+                              "autoencoder")
+        check_resumable(saved, self.cfg, init=source)
+        ae = {k: v for k, v in weights.items() if k.startswith("ae.")}  # a checkpoint's EMA
+        trained = ae or {f"ae.{k}": v for k, v in weights.items()}  # an export (no "ae.")
+        self._start_from(model, saved, source, trained, keep="disc.")
+
     def export_state(self) -> dict[str, torch.Tensor]:
         """The EMA autoencoder's weights (the discriminator stays in the checkpoints)."""
         return {k[len("ae."):]: v for k, v in self.ema.named_state(self.net).items()

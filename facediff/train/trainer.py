@@ -914,10 +914,17 @@ class Trainer:
         check_resumable(saved, self.cfg, init=source)
         # a latent model keeps the run's own autoencoder (the same one: its digest was just
         # checked), not the copy in the model, which an fp16 export has rounded
-        state = self.net.state_dict()
         trained = {k: v for k, v in weights.items() if not k.startswith("first_stage.")}
-        keep = {k for k in state if k.startswith("first_stage.")}
-        if trained.keys() != state.keys() - keep:
+        self._start_from(model, saved, source, trained, keep="first_stage.")
+
+    def _start_from(self, model: str, saved: Config, source: str,
+                    trained: dict[str, torch.Tensor], *, keep: str | None) -> None:
+        """The warm start's common part: ``trained`` (names of ``self.net``) replaces the
+        network's weights but those starting with ``keep``, and its EMA's; the images those
+        weights had seen are counted on (``train.init_images``)."""
+        state = self.net.state_dict()
+        kept = {k for k in state if keep is not None and k.startswith(keep)}
+        if trained.keys() != state.keys() - kept:
             raise ConfigError(f"the weights of {source} do not fit this run's network")
         state.update({k: v.to(state[k].dtype) for k, v in trained.items()})
         self.net.load_state_dict(state)
