@@ -47,28 +47,16 @@ def add_parser(commands: Commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import logging
     import sys
 
     from facediff.atomic import write_text
-    from facediff.hub.card import (
-        CardInputs,
-        licence_conflict,
-        load_for_card,
-        model_card,
-        pipeline_index,
-        read_scores,
-    )
+    from facediff.hub.card import load_card_inputs, model_card, pipeline_index
     from facediff.hub.push import check_repo_id
 
     repo = check_repo_id(args.repo) if args.repo else None
     out = shared.writable_file(args.out, "--out") if args.out else None
-    measured = read_scores(args.scores)
-    model, run_dir = load_for_card(args.model)
-    conflict = licence_conflict(model.config.data, args.license)
-    if conflict:
-        logging.getLogger("facediff").warning(conflict)
-    inputs = CardInputs(repo, run_dir, measured, args.license, args.half)
+    model, inputs = load_card_inputs(args.model, repo=repo, scores=args.scores,
+                                     license=args.license, half=args.half)
     text = model_card(model, inputs, pipeline_index(model))
     if out is None:
         sys.stdout.write(text)

@@ -38,18 +38,11 @@ def _size(n: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    import logging
     import tempfile
     from pathlib import Path
 
     from facediff.errors import FacediffError
-    from facediff.hub.card import (
-        CardInputs,
-        licence_conflict,
-        load_for_card,
-        model_name,
-        read_scores,
-    )
+    from facediff.hub.card import load_card_inputs, model_name
     from facediff.hub.push import check_online, check_repo_id, hub_token, stage, upload
 
     repo = check_repo_id(args.repo)
@@ -64,12 +57,8 @@ def run(args: argparse.Namespace) -> int:
         except (OSError, UnicodeDecodeError) as e:
             raise FacediffError(f"cannot read --card {args.card}: "
                                 f"{getattr(e, 'strerror', None) or e}") from None
-    measured = read_scores(args.scores)
-    model, run_dir = load_for_card(args.model)
-    conflict = licence_conflict(model.config.data, args.license)
-    if conflict:
-        logging.getLogger("facediff").warning(conflict)
-    inputs = CardInputs(repo, run_dir, measured, args.license, args.half)
+    model, inputs = load_card_inputs(args.model, repo=repo, scores=args.scores,
+                                     license=args.license, half=args.half)
     name = model_name(model)
     step = f" (step {model.step})" if model.step is not None else ""
     with tempfile.TemporaryDirectory(prefix="facediff-push-") as tmp:

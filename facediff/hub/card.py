@@ -318,6 +318,22 @@ class CardInputs:
     half: bool = False
 
 
+def load_card_inputs(path: str, *, repo: str | None, scores: Sequence[str],
+                     license: str | None, half: bool) -> tuple[FaceModel, CardInputs]:
+    """What ``facediff card`` and ``facediff push`` start from: the model ``path`` names
+    (``load_for_card``) and its card's inputs (its run, the ``scores`` files read, the
+    licence, ``half``); a ``license`` that allows more than the known training data is
+    logged as a warning."""
+    import logging
+
+    measured = read_scores(scores)
+    model, run_dir = load_for_card(path)
+    conflict = licence_conflict(model.config.data, license)
+    if conflict:
+        logging.getLogger("facediff").warning(conflict)
+    return model, CardInputs(repo, run_dir, measured, license, half)
+
+
 def hub_license(model: FaceModel, inputs: CardInputs) -> DataLicence:
     """The licence fields of the card's front matter: ``--license`` where given, else the
     data's (``other`` with a name and link for a known dataset, plain ``other`` else)."""
