@@ -28,12 +28,14 @@ from latent_decision import facediff, scores
 
 
 def seconds(model_dir: str, n: int, batch: int) -> float:
-    """Wall seconds to sample ``n`` faces (the model's sampler, decoding included), after a
-    warm-up batch."""
+    """Wall seconds to sample ``n`` faces in batches of ``batch`` (the model's sampler and
+    precision, decoding included), after a warm-up batch."""
     import torch
 
     import facediff as fd
+    from facediff.allocator import tune_allocator
 
+    tune_allocator()  # as the CLI does (facediff/allocator.py): what `facediff sample` takes
     model = fd.load(model_dir, device="cpu")
     model.sample_tensor(min(n, 8), batch_size=min(n, 8))
     torch.manual_seed(0)
@@ -65,6 +67,31 @@ def table(r: dict) -> str:
     return "\n".join(rows)
 
 
+def add_timing(model: str, out: Path, batch: int) -> None:
+    """The two sampling times, measured now (with nothing else running), added to the scores
+    already in OUT/summary.json (a run with --skip-timing), and OUT/summary.md rewritten."""
+    path = out / "summary.json"
+    r = json.loads(path.read_text()) if path.is_file() else {"model": model}
+    r["seconds_16"] = seconds(model, 16, 16)
+    r["seconds_1000"] = seconds(model, 1000, batch)
+    path.write_text(json.dumps(r, indent=2))
+    write_md(r, out)
+
+
+def write_md(r: dict, out: Path) -> None:
+    md = table(r)
+    ref = r.get("reference", {})
+    if "control_acc" in ref:
+        per = ", ".join(f"{k[4:]} {v:.3f}" for k, v in ref.items() if k.startswith("acc/"))
+        md += (f"\n\nAttribute accuracy (the classifier's reading): mean "
+               f"{ref['control_acc']:.3f}; {per}.")
+    if "seconds_16" in r:
+        md += (f"\n\nSampling on this machine: 16 faces in {r['seconds_16']:.1f} s, "
+               f"1,000 in {r['seconds_1000']:.0f} s.")
+    (out / "summary.md").write_text(md + "\n")
+    print(md)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("model", help="an exported model, a run dir or a bundled name")
@@ -77,9 +104,14 @@ def main() -> None:
     p.add_argument("--n", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--skip-timing", action="store_true")
+    p.add_argument("--timing-only", action="store_true",
+                   help="only the sampling times, added to OUT/summary.json (scores kept)")
     args = p.parse_args()
     out = Path(args.out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
+    if args.timing_only:
+        add_timing(args.model, out, args.batch_size)
+        return
     from facediff.config import Config
     from facediff.train.checkpoint import read_model
 
@@ -111,17 +143,7 @@ def main() -> None:
         r["seconds_1000"] = seconds(args.model, 1000, args.batch_size)
     grid(args.model, out / "grid-2x.png")
     (out / "summary.json").write_text(json.dumps(r, indent=2))
-    md = table(r)
-    ref = r.get("reference", {})
-    if "control_acc" in ref:
-        per = ", ".join(f"{k[4:]} {v:.3f}" for k, v in ref.items() if k.startswith("acc/"))
-        md += (f"\n\nAttribute accuracy (the classifier's reading): mean "
-               f"{ref['control_acc']:.3f}; {per}.")
-    if "seconds_16" in r:
-        md += (f"\n\nSampling on this machine: 16 faces in {r['seconds_16']:.1f} s, "
-               f"1,000 in {r['seconds_1000']:.0f} s.")
-    (out / "summary.md").write_text(md + "\n")
-    print(md)
+    write_md(r, out)
 
 
 if __name__ == "__main__":

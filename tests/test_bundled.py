@@ -19,6 +19,7 @@ from facediff.assets import (
     CONDITIONAL,
     CONDITIONAL_FAST,
     UNCONDITIONAL,
+    UNCONDITIONAL_32,
     UNCONDITIONAL_FAST,
     describe,
     fast_default,
@@ -29,7 +30,7 @@ from facediff.errors import ModelNotFoundError
 
 REPO = Path(__file__).resolve().parents[1]
 CARD_FIELDS = ["research", "parameters", "images seen", "FID", "KID", "precision", "recall",
-               "1000 DDPM steps", "sampler"]
+               "sampler", "command"]
 
 
 @pytest.mark.parametrize("name", list(BUNDLED))
@@ -72,7 +73,7 @@ def test_defaults_pick_the_bundled_models():
         resolve_model("no-such-model")
 
 
-@pytest.mark.parametrize(("fast", "teacher"), [(UNCONDITIONAL_FAST, UNCONDITIONAL),
+@pytest.mark.parametrize(("fast", "teacher"), [(UNCONDITIONAL_FAST, UNCONDITIONAL_32),
                                               (CONDITIONAL_FAST, CONDITIONAL)])
 def test_each_model_has_a_4_step_companion_that_the_app_serves(fast, teacher):
     """The distilled companions: 4 DDIM steps from their own config, the teacher's

@@ -32,7 +32,11 @@ class Bundled:
         return self.path / CARD
 
 
-UNCONDITIONAL = Bundled("celebahq-32", "unconditional faces, 32x32, trained on CelebA-HQ 64 px")
+# the default: 64 px faces (issue 21's first release model; the 32 px one stays for its 4-step
+# companion, which the app serves, and as that companion's teacher)
+UNCONDITIONAL = Bundled("celebahq-64", "unconditional faces, 64x64, trained on CelebA-HQ 128 px "
+                                       "less 2,000 held-out faces")
+UNCONDITIONAL_32 = Bundled("celebahq-32", "unconditional faces, 32x32, trained on CelebA-HQ 64 px")
 CONDITIONAL = Bundled("celeba-attrs-32", "faces with 8 CelebA attributes under control "
                                          "(Male, Smiling, Eyeglasses, ...), 32x32")
 # few-step students of the two (facediff distill: 4 DDIM steps); the app serves them
@@ -40,7 +44,7 @@ UNCONDITIONAL_FAST = Bundled("celebahq-32-fast", "celebahq-32 distilled to 4 DDI
                                                  "(unconditional faces, 32x32)")
 CONDITIONAL_FAST = Bundled("celeba-attrs-32-fast", "celeba-attrs-32 distilled to 4 DDIM steps, "
                                                    "guidance inside (8 attributes, 32x32)")
-BUNDLED: dict[str, Bundled] = {b.name: b for b in (UNCONDITIONAL, CONDITIONAL,
+BUNDLED: dict[str, Bundled] = {b.name: b for b in (UNCONDITIONAL, CONDITIONAL, UNCONDITIONAL_32,
                                                    UNCONDITIONAL_FAST, CONDITIONAL_FAST)}
 # the CLI's help for a model argument that defaults to the bundled models
 MODEL_HELP = ("model dir, run dir or bundled model name (default: the bundled face model; with "
@@ -69,8 +73,9 @@ def resolve_model(path: str | Path | None, conditional: bool = False) -> Path:
 
 
 def fast_default(conditional: bool = False) -> Path:
-    """The default model where speed matters (the web app): the few-step companion of the
-    default bundled model."""
+    """The default model where speed matters (the web app): a 4-step companion (of the
+    bundled attribute model; unconditional: of ``celebahq-32``, the only unconditional model
+    distilled so far)."""
     return (CONDITIONAL_FAST if conditional else UNCONDITIONAL_FAST).path
 
 
