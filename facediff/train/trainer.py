@@ -1188,6 +1188,10 @@ def train(cfg: Config, run_dir: str | Path, *, data: ImageSet | None = None,
           time_limit_min: float | None = None,
           autoencoder: FirstStage | None = None) -> TrainResult:
     """Train (or resume) the run in ``run_dir`` with ``cfg`` (see ``Trainer.fit``); a latent
-    model's ``autoencoder`` (facediff.model.autoencoder.load_autoencoder) on its first call."""
+    model's ``autoencoder`` (facediff.model.autoencoder.load_autoencoder) on its first call.
+    Tunes glibc's allocator as the CLI does (facediff.allocator: 21-39% faster steps on a CPU)."""
+    from facediff.allocator import tune_allocator
+
+    tune_allocator()
     return Trainer(cfg, run_dir, data=data, progress=progress,
                    autoencoder=autoencoder).fit(until_step, time_limit_min)
