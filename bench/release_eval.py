@@ -10,8 +10,10 @@ With ``--split`` (bench/split.py's folder): FID, KID, precision and recall of ``
 samples, against as many training faces (``train2000/``): the gap between the two is the
 memorisation check; and the real-vs-real floor (those training faces against the held-out
 ones) at the same n and size. With ``--ref`` (a dataset with its own split, e.g. CelebA's
-test split) the samples are scored against it, and ``--classifier`` adds the attribute
-accuracy. Then the seconds to sample 16 and 1,000 faces on this machine (``--skip-timing``:
+test split) the samples are scored against it. ``--classifier`` adds the attribute (control)
+accuracy, either way: a conditional model's samples take their conditions from the labels of
+the faces they are scored against (the held-out ones with ``--split``). Then the seconds to
+sample 16 and 1,000 faces on this machine (``--skip-timing``:
 not now), and the card's grid of 16 faces (seeds 0-15) at 2x, nearest-neighbour.
 Writes OUT/summary.json and OUT/summary.md (the card's table); every score goes through
 ``facediff eval``, the commands printed as they run.
@@ -67,6 +69,11 @@ def table(r: dict) -> str:
     return "\n".join(rows)
 
 
+def accuracy(row: dict) -> dict:
+    """The control accuracy's keys of a ``facediff eval --classifier`` row (none without)."""
+    return {k: v for k, v in row.items() if k == "control_acc" or k.startswith("acc/")}
+
+
 def add_timing(model: str, out: Path, batch: int) -> None:
     """The two sampling times, measured now (with nothing else running), added to the scores
     already in OUT/summary.json (a run with --skip-timing), and OUT/summary.md rewritten."""
@@ -80,7 +87,7 @@ def add_timing(model: str, out: Path, batch: int) -> None:
 
 def write_md(r: dict, out: Path) -> None:
     md = table(r)
-    ref = r.get("reference", {})
+    ref = r.get("reference") or r.get("held-out") or {}
     if "control_acc" in ref:
         per = ", ".join(f"{k[4:]} {v:.3f}" for k, v in ref.items() if k.startswith("acc/"))
         md += (f"\n\nAttribute accuracy (the classifier's reading): mean "
@@ -121,21 +128,22 @@ def main() -> None:
     held = out / "heldout"
     score = ["eval", args.model, "-n", n, "--batch-size", bs, "--save-samples", "--out",
              str(held), "--no-progress"]
+    clf = ["--classifier", args.classifier] if args.classifier else []
     if args.split:
         split = Path(args.split).expanduser()
-        facediff(*score, "--ref", str(split / "heldout"))
+        # a conditional model draws its conditions from the held-out faces' labels
+        facediff(*score, "--ref", str(split / "heldout"), *clf)
         samples = next((held / "samples").iterdir())
         facediff("eval", "--images", str(samples), "--ref", str(split / "train2000"),
                  "--n", n, "--out", str(out / "train"), "--no-progress")
         facediff("eval", "--images", str(split / "train2000"), "--ref", str(split / "heldout"),
                  "--size", str(size), "--n", n, "--out", str(out / "floor"), "--no-progress")
-        r.update({"held-out": scores(held), "train": scores(out / "train"),
+        row = json.loads((held / "results.json").read_text())[0]
+        r.update({"held-out": {**scores(held), **accuracy(row)}, "train": scores(out / "train"),
                   "real vs real (train vs held-out)": scores(out / "floor")})
     else:
         extra = ["--ref-split", args.ref_split] if args.ref_split else []
-        if args.classifier:
-            extra += ["--classifier", args.classifier]
-        facediff(*score, "--ref", args.ref, *extra)
+        facediff(*score, "--ref", args.ref, *extra, *clf)
         row = json.loads((held / "results.json").read_text())[0]
         r["reference"] = row  # with the classifier: the control accuracy's keys too
     if not args.skip_timing:

@@ -12,7 +12,9 @@ from PIL import Image
 
 import facediff as fd
 import facediff.device as device_mod
+from facediff.assets import UNCONDITIONAL
 from facediff.cli import main
+from facediff.config import Config
 from facediff.device import resolve_precision
 from facediff.errors import FacediffError
 
@@ -78,7 +80,8 @@ def test_precision_flag_reaches_the_network(tmp_path: Path, capsys):
         faces[precision] = np.stack([np.asarray(Image.open(p)) for p in
                                      sorted((tmp_path / precision).glob("*.png"))])
     diff = np.abs(faces["fp32"].astype(int) - faces["bf16"].astype(int))
-    assert faces["fp32"].shape == (2, 32, 32, 3)
+    size = Config.load(UNCONDITIONAL.path / "config.yaml").data.image_size  # the default model
+    assert faces["fp32"].shape == (2, size, size, 3)
     assert 0 < diff.mean() < BF16_MEAN_TOLERANCE
     with pytest.raises(SystemExit) as e:
         main(["sample", "--precision", "fp8"])
