@@ -103,7 +103,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("model", help="an exported model, a run dir or a bundled name")
     p.add_argument("--out", required=True)
-    where = p.add_mutually_exclusive_group(required=True)
+    where = p.add_mutually_exclusive_group()
     where.add_argument("--split", help="bench/split.py's folder (heldout/, train2000/)")
     where.add_argument("--ref", help="a dataset to score against (with --ref-split)")
     p.add_argument("--ref-split", help="the reference's split, e.g. test (CelebA)")
@@ -119,6 +119,8 @@ def main() -> None:
     if args.timing_only:
         add_timing(args.model, out, args.batch_size)
         return
+    if not (args.split or args.ref):
+        p.error("one of --split and --ref is needed (or --timing-only)")
     from facediff.config import Config
     from facediff.train.checkpoint import read_model
 
