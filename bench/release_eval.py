@@ -35,10 +35,8 @@ def seconds(model_dir: str, n: int, batch: int) -> float:
     import torch
 
     import facediff as fd
-    from facediff.allocator import tune_allocator
 
-    tune_allocator()  # as the CLI does (facediff/allocator.py): what `facediff sample` takes
-    model = fd.load(model_dir, device="cpu")
+    model = fd.load(model_dir, device="cpu")  # tunes the allocator as `facediff sample` does
     model.sample_tensor(min(n, 8), batch_size=min(n, 8))
     torch.manual_seed(0)
     t = time.perf_counter()
