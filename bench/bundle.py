@@ -3,8 +3,11 @@
     python bench/bundle.py ~/runs/bundled/celebahq32 celebahq-32 --data-name celebahq-64
 
 The config keeps everything needed to sample; its data path becomes the dataset's name (the
-training machine's path means nothing elsewhere). The model card (MODEL_CARD.md) is written by
-hand from measured numbers (docs: see the card's own commands) and is kept when re-bundling.
+training machine's path means nothing elsewhere). An attribute classifier shipped beside the
+model (``SRC/classifier/``, `facediff classifier train`) comes along, its weights in float16
+too: `facediff eval` finds it there to read a conditional model's attribute accuracy. The
+model card (MODEL_CARD.md) is written by hand from measured numbers (docs: see the card's own
+commands) and is kept when re-bundling, and so is its grid.png.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from facediff.assets import ASSETS, CARD
+from facediff.assets import ASSETS, CARD, GRID
 from facediff.train.checkpoint import (
     export_model,
     exported_step,
@@ -48,13 +51,35 @@ def main() -> int:
     step = exported_step(src) or 0
     cfg.data.path = args.data_name
     out = ASSETS / args.name
-    card = (out / CARD).read_text() if (out / CARD).is_file() else None
+    kept = {f: (out / f).read_bytes() for f in (CARD, GRID) if (out / f).is_file()}
     export_model(out, cfg, weights, dtype=torch.float16, step=step)
-    if card is not None:
-        (out / CARD).write_text(card)
-    size = (out / "weights.safetensors").stat().st_size / 2**20
-    print(f"{source} (step {step}) -> {out}: {n / 1e6:.2f} M parameters, {size:.1f} MiB fp16")
+    for f, data in kept.items():
+        (out / f).write_bytes(data)
+    clf = copy_classifier(src, out)
+    size = sum(f.stat().st_size for f in out.rglob("*.safetensors")) / 2**20
+    print(f"{source} (step {step}) -> {out}: {n / 1e6:.2f} M parameters, {size:.1f} MiB fp16"
+          + (" with its classifier" if clf else ""))
     return 0
+
+
+def copy_classifier(src: Path, out: Path) -> bool:
+    """``src/classifier`` (or the run dir's, beside RUN/model) into ``out/classifier``, its
+    weights as float16; False if there is none."""
+    from safetensors.torch import load_file, save_file
+
+    from facediff.eval.classifier import CLASSIFIER_DIR
+
+    for d in (src, src.parent):
+        clf = d / CLASSIFIER_DIR
+        if (clf / "classifier.json").is_file():
+            dest = out / CLASSIFIER_DIR
+            dest.mkdir(exist_ok=True)
+            (dest / "classifier.json").write_text((clf / "classifier.json").read_text())
+            weights = load_file(str(clf / "weights.safetensors"))
+            save_file({k: v.half() if v.is_floating_point() else v
+                       for k, v in weights.items()}, str(dest / "weights.safetensors"))
+            return True
+    return False
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from safetensors import safe_open
 
 import facediff
@@ -18,6 +19,8 @@ from facediff.assets import (
     BUNDLED,
     CONDITIONAL,
     CONDITIONAL_FAST,
+    GRID,
+    RELEASE,
     UNCONDITIONAL,
     UNCONDITIONAL_32,
     UNCONDITIONAL_FAST,
@@ -48,6 +51,21 @@ def test_bundled_weights_are_small_fp16_with_a_card(name: str):
     if facediff.load(name).spec.names:
         assert "attribute accuracy" in card and "classifier on 660 real test photos" in card
     assert name in describe(b)
+
+
+def test_the_release_models_fit_their_budget_and_show_their_faces():
+    """Issue 21: at most 25 MB each (weights and classifier), 60 MB together; each card
+    shows its grid of 16 faces, shipped beside it."""
+    sizes = {b.name: sum(f.stat().st_size for f in b.path.rglob("*") if f.is_file())
+             for b in RELEASE}
+    assert all(s <= 25 * 2**20 for s in sizes.values()), sizes
+    assert sum(sizes.values()) <= 60 * 2**20, sizes
+    for b in RELEASE:
+        assert b.name in BUNDLED
+        with Image.open(b.path / GRID) as grid:
+            size = facediff.load(b.name).config.data.image_size
+            assert grid.size[0] >= 4 * size and grid.size[1] >= 4 * size
+        assert f"]({GRID})" in b.card.read_text(), f"{b.name}'s card does not show {GRID}"
 
 
 @pytest.mark.parametrize("name", list(BUNDLED))
@@ -128,6 +146,8 @@ def test_an_installed_wheel_ships_and_samples_the_bundled_models(tmp_path: Path)
     for b in BUNDLED.values():
         for f in ("config.yaml", "weights.safetensors", "MODEL_CARD.md"):
             assert f"facediff/assets/{b.name}/{f}" in names
+    for b in RELEASE:
+        assert f"facediff/assets/{b.name}/{GRID}" in names
     for f in ("classifier.json", "weights.safetensors"):  # what sample --like reads with
         assert f"facediff/assets/{CONDITIONAL.name}/classifier/{f}" in names
     site = tmp_path / "site"

@@ -44,8 +44,16 @@ UNCONDITIONAL_FAST = Bundled("celebahq-32-fast", "celebahq-32 distilled to 4 DDI
                                                  "(unconditional faces, 32x32)")
 CONDITIONAL_FAST = Bundled("celeba-attrs-32-fast", "celeba-attrs-32 distilled to 4 DDIM steps, "
                                                    "guidance inside (8 attributes, 32x32)")
-BUNDLED: dict[str, Bundled] = {b.name: b for b in (UNCONDITIONAL, CONDITIONAL, UNCONDITIONAL_32,
-                                                   UNCONDITIONAL_FAST, CONDITIONAL_FAST)}
+# the other release models of issue 21 (docs/training-plan.md): one per seed project's job
+ANIME = Bundled("anime-64", "anime faces, 64x64, trained on the Kaggle anime-face set less "
+                            "1,500 held-out faces")
+# the release models: trained for hours at 64 and 128 px, each with a card and its grid.png
+# (16 faces, seeds 0-15), at most 25 MB each and 60 MB together
+RELEASE: tuple[Bundled, ...] = (UNCONDITIONAL, ANIME)
+GRID = "grid.png"
+BUNDLED: dict[str, Bundled] = {b.name: b for b in (UNCONDITIONAL, CONDITIONAL, ANIME,
+                                                   UNCONDITIONAL_32, UNCONDITIONAL_FAST,
+                                                   CONDITIONAL_FAST)}
 # the CLI's help for a model argument that defaults to the bundled models
 MODEL_HELP = ("model dir, run dir or bundled model name (default: the bundled face model; with "
               "--attr, the bundled attribute model)")
