@@ -147,6 +147,8 @@ def export_keeping_classifier(run: Path, export: Path, env: dict[str, str]) -> i
         kept = Path(tmp) / "classifier"
         if clf.is_dir():
             shutil.copytree(clf, kept)
+            if not ck.is_exported_model(export):  # only the classifier (a new architecture):
+                shutil.rmtree(export)  # `facediff export` refuses a folder that is not a model
         code = facediff("export", str(run), "--out", str(export), "--half", env=env)
         if kept.is_dir() and not clf.is_dir():
             shutil.copytree(kept, clf)

@@ -166,6 +166,34 @@ def test_eval_images_cli(tiny_net: None, faces_dir: Path, tmp_path: Path,
     assert (out / "results.md").read_text().startswith("| images |")
 
 
+def test_eval_images_split_scores_a_datasets_split(tiny_net: None, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]):
+    """The real-vs-real floor of a CelebA-layout set: its train split against its test split,
+    both cropped as training crops them; a split needs the size it is compared at."""
+    root = tmp_path / "celeba"
+    (root / "img_align_celeba").mkdir(parents=True)
+    names = [f"{i:06d}.jpg" for i in range(1, 17)]
+    rng = np.random.default_rng(0)
+    for name in names:
+        Image.fromarray(rng.integers(0, 255, (218, 178, 3), dtype=np.uint8)).save(
+            root / "img_align_celeba" / name)
+    (root / "list_attr_celeba.txt").write_text(
+        f"{len(names)}\nSmiling \n" + "".join(f"{n} {1 - 2 * (i % 2)}\n"
+                                               for i, n in enumerate(names)))
+    (root / "list_eval_partition.txt").write_text(  # 10 train, 6 test
+        "".join(f"{n} {0 if i < 10 else 2}\n" for i, n in enumerate(names)))
+    out = tmp_path / "floor"
+    assert main(["eval", "--images", str(root), "--images-split", "train", "--ref", str(root),
+                 "--ref-split", "test", "--size", "16", "--out", str(out), "--no-progress",
+                 "-q"]) == 0
+    (row,) = json.loads((out / "results.json").read_text())
+    assert (row["n"], row["n_ref"], row["size"]) == (10, 6, 16)
+    capsys.readouterr()
+    assert main(["eval", "--images", str(root), "--images-split", "train", "--ref",
+                 str(root)]) == 2
+    assert "--size" in capsys.readouterr().err
+
+
 def test_eval_model_sweep_writes_table_and_plot(tiny_net: None, trained: Path,
                                                 faces_dir: Path, tmp_path: Path):
     out = tmp_path / "sweep"

@@ -29,7 +29,11 @@ log = logging.getLogger("facediff")
 def add_parser(commands: Commands) -> None:
     e = commands.add(NAME, "FID, KID and precision/recall of a model or an image folder")
     e.add_argument("model", nargs="?", help="exported model dir or run dir")
-    e.add_argument("--images", help="instead of a model: score this folder of images")
+    e.add_argument("--images", help="instead of a model: score this folder of images (or "
+                                    "dataset, with --images-split)")
+    e.add_argument("--images-split", help="--images is a dataset (CelebA layout): score this "
+                                          "split of it, e.g. train against --ref-split test "
+                                          "for the real-vs-real floor")
     e.add_argument("--ref", help="reference dataset (default: the model's training data)")
     e.add_argument("--ref-split", help="reference split (CelebA: train/val/test; default: the "
                                        "model's training split, or all)")
@@ -79,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
     if args.images and (args.sweep_steps or args.samplers or args.sweep_guidance
                         or args.classifier):
         raise FacediffError("sweeps and --classifier need a MODEL, not --images")
+    if args.images_split and not (args.images and args.size):
+        raise FacediffError("--images-split needs --images DATA and --size PX")
     settings = shared.sampling_settings(args)
     for name in args.samplers or []:
         shared.check_sampler(name)
@@ -161,8 +167,12 @@ def _score_folder(args: argparse.Namespace, ref: Reference, extractor: FeatureEx
     from facediff.eval.features import extract_features
 
     progress = not args.no_progress
-    data = load_data(DataConfig(path=args.images, source="folder", image_size=size,
-                                cache=False), progress=progress)
+    if args.images_split:  # a dataset's split, cropped as training crops it
+        cfg = DataConfig(path=args.images, image_size=size, split=args.images_split,
+                         hflip=False, cache=False)
+    else:
+        cfg = DataConfig(path=args.images, source="folder", image_size=size, cache=False)
+    data = load_data(cfg, progress=progress)
     idx = np.arange(len(data))
     if args.n and args.n < len(data):
         idx = np.sort(np.random.default_rng(args.seed).choice(len(data), args.n, False))
