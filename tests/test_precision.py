@@ -100,5 +100,9 @@ def test_bf16_faces_barely_depend_on_the_batch():
     diff = (one.int() - parts.int()).abs().float()
     assert diff.mean() < BF16_MEAN_TOLERANCE / 2, diff.mean()
     fp32 = fd.load(device="cpu", precision="fp32")
-    assert torch.equal(fp32.sample_tensor(4, steps=4, seed=1, batch_size=4),
-                       fp32.sample_tensor(4, steps=4, seed=1, batch_size=2))
+    a = fp32.sample_tensor(4, steps=4, seed=1, batch_size=4).int()
+    b = fp32.sample_tensor(4, steps=4, seed=1, batch_size=2).int()
+    # bit for bit on the Intel machines; on a Zen 4 (AVX-512) oneDNN's fp32 kernels for the
+    # two batch shapes differ in the last float bits, which flips a few pixels by one level
+    # (seen: 1 pixel value in 49,000)
+    assert (a - b).abs().max() <= 1 and (a != b).float().mean() < 1e-3
