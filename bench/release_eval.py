@@ -3,18 +3,20 @@
     python bench/release_eval.py exports/celebahq-64 --split ~/data/celebahq128 \\
         --out ~/runs/eval/celebahq-64 --n 2000
     python bench/release_eval.py exports/celeba-attrs-64 --ref ../shared/datasets/celeba-6k \\
-        --ref-split test --classifier ~/runs/eval/clf40-64 --out ~/runs/eval/attrs64 --n 2000
+        --ref-split heldout --train-split train --classifier exports/celeba-attrs-64/classifier \\
+        --out ~/runs/eval/attrs64 --n 1440
 
 With ``--split`` (bench/split.py's folder): FID, KID, precision and recall of ``--n`` samples
 (image i from seed i, the model's own sampler) against the held-out faces and, the same
 samples, against as many training faces (``train2000/``): the gap between the two is the
 memorisation check; and the real-vs-real floor (those training faces against the held-out
 ones) at the same n and size. With ``--ref`` (a dataset with its own split, e.g. CelebA's
-test split) the samples are scored against it. ``--classifier`` adds the attribute (control)
-accuracy, either way: a conditional model's samples take their conditions from the labels of
-the faces they are scored against (the held-out ones with ``--split``). Then the seconds to
-sample 16 and 1,000 faces on this machine (``--skip-timing``:
-not now), and the card's grid of 16 faces (seeds 0-15) at 2x, nearest-neighbour.
+val + test, ``--ref-split heldout``) the samples are scored against it, and with
+``--train-split`` also against as many faces of that split, beside the same floor.
+``--classifier`` adds the attribute (control) accuracy, either way: a conditional model's
+samples take their conditions from the labels of the faces they are scored against (the
+held-out ones). Then the seconds to sample 16 and 1,000 faces on this machine
+(``--skip-timing``: not now), and the card's grid of 16 faces (seeds 0-15) at 2x, nearest-neighbour.
 Writes OUT/summary.json and OUT/summary.md (the card's table); every score goes through
 ``facediff eval``, the commands printed as they run.
 """
@@ -104,7 +106,9 @@ def main() -> None:
     where = p.add_mutually_exclusive_group()
     where.add_argument("--split", help="bench/split.py's folder (heldout/, train2000/)")
     where.add_argument("--ref", help="a dataset to score against (with --ref-split)")
-    p.add_argument("--ref-split", help="the reference's split, e.g. test (CelebA)")
+    p.add_argument("--ref-split", help="the reference's split, e.g. heldout (CelebA val+test)")
+    p.add_argument("--train-split", help="with --ref: the training split (e.g. train) for the "
+                                         "train row and the real-vs-real floor")
     p.add_argument("--classifier", help="attribute classifier dir: control accuracy")
     p.add_argument("--n", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=250)
@@ -145,7 +149,19 @@ def main() -> None:
         extra = ["--ref-split", args.ref_split] if args.ref_split else []
         facediff(*score, "--ref", args.ref, *extra, *clf)
         row = json.loads((held / "results.json").read_text())[0]
-        r["reference"] = row  # with the classifier: the control accuracy's keys too
+        if not args.train_split:
+            r["reference"] = row  # with the classifier: the control accuracy's keys too
+        else:  # the same three rows as --split, from the dataset's own partitions
+            samples = next((held / "samples").iterdir())
+            facediff("eval", "--images", str(samples), "--ref", args.ref, "--ref-split",
+                     args.train_split, "--ref-n", n, "--size", str(size), "--out",
+                     str(out / "train"), "--no-progress")
+            facediff("eval", "--images", args.ref, "--images-split", args.train_split,
+                     "-n", n, "--ref", args.ref, *extra, "--size", str(size), "--out",
+                     str(out / "floor"), "--no-progress")
+            r.update({"held-out": {**scores(held), **accuracy(row)},
+                      "train": scores(out / "train"),
+                      "real vs real (train vs held-out)": scores(out / "floor")})
     if not args.skip_timing:
         r["seconds_16"] = seconds(args.model, 16, 16)
         r["seconds_1000"] = seconds(args.model, 1000, args.batch_size)

@@ -105,6 +105,7 @@ def test_celeba_splits(tmp_path: Path) -> None:
     assert test == ["000005.jpg", "000006.jpg"]
     assert rec.labels.tolist() == [_expected(n) for n in test]
     assert names("test")[1].fingerprint != names("train")[1].fingerprint
+    assert names("heldout")[0] == ["000004.jpg", "000005.jpg", "000006.jpg"]
     with pytest.raises(DataError, match="unknown CelebA split 'dev'"):
         celeba_records(DataConfig(path=str(root), split="dev"))
 

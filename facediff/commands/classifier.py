@@ -42,7 +42,8 @@ def add_parser(commands: Commands) -> None:
                         "balanced accuracy (the yardstick for eval's control accuracy)")
     v.add_argument("classifier", help="classifier dir (facediff classifier train)")
     v.add_argument("data", help="labelled dataset (CelebA dir, UTKFace, MNIST, folder+labels)")
-    v.add_argument("--split", help="CelebA: train/val/test (default test); HF: a split name")
+    v.add_argument("--split", help="CelebA: train/val/test/heldout (default test); HF: a "
+                                    "split name")
     v.add_argument("--labels", help="labels file for an image folder")
     shared.add_progress(v)
 

@@ -27,7 +27,7 @@ def add_parser(commands: Commands) -> None:
     ins.add_argument("--source", default="auto", choices=SOURCES)
     ins.add_argument("--labels", help="labels file (CSV/TSV/JSON) for an image folder")
     ins.add_argument("--conditions", type=shared.names, help="comma-separated label columns to use")
-    ins.add_argument("--split", help="CelebA: train/val/test; HF: a split name")
+    ins.add_argument("--split", help="CelebA: train/val/test/heldout; HF: a split name")
     ins.add_argument("--size", type=shared.positive("--size"), default=64, help="grid image size")
     ins.add_argument("--grid", default="dataset_grid.png", help="grid PNG to write")
     ins.add_argument("-n", "--n", type=shared.positive("--n"), default=64,

@@ -35,8 +35,8 @@ def add_parser(commands: Commands) -> None:
                                           "split of it, e.g. train against --ref-split test "
                                           "for the real-vs-real floor")
     e.add_argument("--ref", help="reference dataset (default: the model's training data)")
-    e.add_argument("--ref-split", help="reference split (CelebA: train/val/test; default: the "
-                                       "model's training split, or all)")
+    e.add_argument("--ref-split", help="reference split (CelebA: train/val/test/heldout; "
+                                       "default: the model's training split, or all)")
     e.add_argument("--ref-n", type=shared.positive("--ref-n"),
                    help="reference images to use (default: all)")
     e.add_argument("-n", "--n", type=shared.positive("--n"),

@@ -19,7 +19,10 @@ from facediff.errors import DataError
 ATTR_FILE = "list_attr_celeba.txt"
 PARTITION_FILE = "list_eval_partition.txt"
 IMAGES_DIR = "img_align_celeba"
-SPLITS = {"train": 0, "val": 1, "valid": 1, "validation": 1, "test": 2}
+# official partitions by list_eval_partition.txt's code; "heldout" is val and test together:
+# every face the official train split never shows (a model's held-out evaluation set)
+SPLITS = {"train": {0}, "val": {1}, "valid": {1}, "validation": {1}, "test": {2},
+          "heldout": {1, 2}}
 # the aligned images the crop size (``data.celeba_crop``) is given in
 REFERENCE_SIZE = (178, 218)
 # the 40 attributes of list_attr_celeba.txt
@@ -174,7 +177,8 @@ def _examples(items: list[str]) -> str:
 
 
 def celeba_records(cfg: DataConfig) -> Records:
-    """CelebA images with their 40 attributes, for ``cfg.split`` (None/all, train, val, test)."""
+    """CelebA images with their 40 attributes, for ``cfg.split`` (None/all, train, val, test,
+    heldout = val + test)."""
     root = data_root(cfg.path)
     attr_path = _attr_file(root)
     if attr_path is None:
@@ -185,7 +189,8 @@ def celeba_records(cfg: DataConfig) -> Records:
 
     split = (cfg.split or "all").strip().lower()
     if split != "all" and split not in SPLITS:
-        raise DataError(f"unknown CelebA split {cfg.split!r}; choose all, train, val or test")
+        raise DataError(f"unknown CelebA split {cfg.split!r}; choose all, train, val, test or "
+                        "heldout (val and test)")
     part_path = _partition_file(root)
     if split != "all" and part_path is None:
         raise DataError(f"data.split={cfg.split} needs {PARTITION_FILE} in {root} "
@@ -201,7 +206,7 @@ def celeba_records(cfg: DataConfig) -> Records:
         if unassigned:
             notes.append(f"{len(unassigned)} label rows have no row in {PARTITION_FILE} and are "
                          f"left out of split {split}: {_examples(unassigned)}")
-        rows = [i for i in rows if partition.get(files[i]) == want]
+        rows = [i for i in rows if partition.get(files[i]) in want]
 
     with os.scandir(img_dir) as it:
         on_disk = {e.name: Path(e.path) for e in it
