@@ -47,11 +47,17 @@ CONDITIONAL_FAST = Bundled("celeba-attrs-32-fast", "celeba-attrs-32 distilled to
 # the other release models of issue 21 (docs/training-plan.md): one per seed project's job
 ANIME = Bundled("anime-64", "anime faces, 64x64, trained on the Kaggle anime-face set less "
                             "1,500 held-out faces")
+# 128 px, latent (on facediff's own 128 px autoencoder, inside the same weights file); not
+# the default: at 64 px it scores worse than celebahq-64 (its card)
+UNCONDITIONAL_128 = Bundled("celebahq-128", "unconditional faces, 128x128 (latent), trained "
+                                            "on CelebA-HQ 128 px less 2,000 held-out faces")
+UTKFACE = Bundled("utkface-128", "faces with age, gender and race under control, 128x128 "
+                                 "(latent), trained on UTKFace less a seeded 10%")
 # the release models: trained for hours at 64 and 128 px, each with a card and its grid.png
 # (16 faces, seeds 0-15), at most 25 MB each and 60 MB together
-RELEASE: tuple[Bundled, ...] = (UNCONDITIONAL, ANIME)
+RELEASE: tuple[Bundled, ...] = (UNCONDITIONAL, UNCONDITIONAL_128, UTKFACE, ANIME)
 GRID = "grid.png"
-BUNDLED: dict[str, Bundled] = {b.name: b for b in (UNCONDITIONAL, CONDITIONAL, ANIME,
+BUNDLED: dict[str, Bundled] = {b.name: b for b in (UNCONDITIONAL, CONDITIONAL, *RELEASE,
                                                    UNCONDITIONAL_32, UNCONDITIONAL_FAST,
                                                    CONDITIONAL_FAST)}
 # the CLI's help for a model argument that defaults to the bundled models
