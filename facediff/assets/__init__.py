@@ -51,11 +51,13 @@ ANIME = Bundled("anime-64", "anime faces, 64x64, trained on the Kaggle anime-fac
 # the default: at 64 px it scores worse than celebahq-64 (its card)
 UNCONDITIONAL_128 = Bundled("celebahq-128", "unconditional faces, 128x128 (latent), trained "
                                             "on CelebA-HQ 128 px less 2,000 held-out faces")
+ATTRS_64 = Bundled("celeba-attrs-64", "faces with the 8 CelebA attributes of celeba-attrs-32 "
+                                      "under control, 64x64, trained on CelebA's train split")
 UTKFACE = Bundled("utkface-128", "faces with age, gender and race under control, 128x128 "
                                  "(latent), trained on UTKFace less a seeded 10%")
 # the release models: trained for hours at 64 and 128 px, each with a card and its grid.png
 # (16 faces, seeds 0-15), at most 25 MB each and 60 MB together
-RELEASE: tuple[Bundled, ...] = (UNCONDITIONAL, UNCONDITIONAL_128, UTKFACE, ANIME)
+RELEASE: tuple[Bundled, ...] = (UNCONDITIONAL, UNCONDITIONAL_128, ATTRS_64, UTKFACE, ANIME)
 GRID = "grid.png"
 BUNDLED: dict[str, Bundled] = {b.name: b for b in (UNCONDITIONAL, CONDITIONAL, *RELEASE,
                                                    UNCONDITIONAL_32, UNCONDITIONAL_FAST,
